@@ -1,0 +1,83 @@
+"""Shared command line of convert/torch2paddle.py and convert/paddle2torch.py."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import rsport
+from rsport.registry import VARIANTS, UnknownModelError
+from rsport.rules import PADDLE, TORCH
+
+EXAMPLES = {
+    TORCH: "examples:\n"
+           "  python convert/torch2paddle.py factseg50                      # embedded seeded reference\n"
+           "  python convert/torch2paddle.py factseg50 --src factseg50.pth --dst factseg50.pdparams\n"
+           "  python convert/torch2paddle.py all                            # every registered model",
+    PADDLE: "examples:\n"
+            "  python convert/paddle2torch.py factseg50 --src output/weights/factseg50.pdparams\n"
+            "  python convert/paddle2torch.py factseg50 --src factseg_isaid.pdparams --naming paddlers",
+}
+
+
+def parse(source_side: str, argv) -> argparse.Namespace:
+    target_side = PADDLE if source_side == TORCH else TORCH
+    parser = argparse.ArgumentParser(
+        prog=f"convert/{source_side}2{target_side}.py",
+        description=f"Convert {source_side} weights of a registered model to {target_side}, strictly: a checked "
+                    f"one-to-one rename from the registry's rule table, then forward parity of both twins in "
+                    f"float32 and float64 on a seeded fixture. Nothing is written unless every check passes.",
+        epilog=EXAMPLES[source_side], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help=f"registered model, or 'all' (known: {', '.join(rsport.names())})")
+    parser.add_argument("--src", type=Path, required=source_side == PADDLE,
+                        help="source checkpoint: a state_dict, a {'model': ...} or {'state_dict': ...} wrapper, "
+                             "'module.' prefixes allowed" + ("" if source_side == PADDLE else
+                                                             " (default: the embedded seeded reference)"))
+    parser.add_argument("--dst", type=Path, help="where to write (default: under output/weights/)")
+    parser.add_argument("--variant", choices=VARIANTS, default="default",
+                        help="model size: 'tiny' is the CI-sized variant (default: %(default)s)")
+    if source_side == TORCH:
+        parser.add_argument("--seed", type=int, default=None,
+                            help="seed of the embedded reference when no --src is given (default: 2333)")
+        parser.add_argument("--allow-pickle", action="store_true",
+                            help="let torch unpickle arbitrary objects (only for files you trust)")
+    else:
+        parser.add_argument("--naming", default="auto",
+                            help="paddle-side naming of the source: auto, native, or a spec's alternative "
+                                 "such as 'paddlers' (default: %(default)s, detection is reported)")
+    return parser.parse_args(argv)
+
+
+def main(source_side: str, argv=None) -> int:
+    from convert import core  # after argparse, so --help needs no framework import
+
+    args = parse(source_side, argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        specs = [rsport.get(n) for n in rsport.names()] if args.model == "all" else [rsport.get(args.model)]
+    except UnknownModelError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if len(specs) > 1 and (args.src or args.dst):
+        print("error: --src/--dst name one model's files; they cannot be used with 'all'", file=sys.stderr)
+        return 2
+    status = 0
+    for spec in specs:
+        try:
+            if source_side == PADDLE and args.naming not in ("auto", "native", *spec.paddle_namings):
+                raise core.ConversionError(f"unknown naming {args.naming!r} for {spec.name}; known: "
+                                           + ", ".join(["auto", "native", *spec.paddle_namings]))
+            src, note = args.src, None
+            if src is None:
+                src, note = core.write_reference(spec, args.variant, args.seed)
+            dst = args.dst or core.default_path(spec, args.variant, core.other(source_side))
+            result = core.convert(spec, source_side, src, dst, args.variant,
+                                  naming=getattr(args, "naming", "native"),
+                                  allow_pickle=getattr(args, "allow_pickle", False), source_note=note)
+        except core.ConversionError as err:
+            print(f"error: {err}", file=sys.stderr)
+            status = max(status, err.exit_code)
+            continue
+        print(core.summary(result))
+    return status

@@ -1,0 +1,47 @@
+"""Strict array comparison: structure first, then values by max-abs and max-rel; NaN/Inf fail."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from rsport.tolerances import Tolerance
+
+
+@dataclass
+class Diff:
+    name: str
+    passed: bool
+    max_abs: float
+    max_rel: float
+    mean_abs: float
+    bound: float
+    problem: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(name: str, actual: np.ndarray, reference: np.ndarray, tol: Tolerance) -> Diff:
+    """Compare ``actual`` against ``reference``; ``max_rel`` is relative to ``max|reference|``.
+
+    Shapes and dtypes must match exactly (no broadcasting, no transposing), and a NaN or Inf
+    on either side fails whatever its magnitude.
+    """
+    actual, reference = np.asarray(actual), np.asarray(reference)
+    nan = float("nan")
+    if actual.shape != reference.shape:
+        return Diff(name, False, nan, nan, nan, nan, f"shape {actual.shape} != {reference.shape}")
+    if actual.dtype != reference.dtype:
+        return Diff(name, False, nan, nan, nan, nan, f"dtype {actual.dtype} != {reference.dtype}")
+    bad = ~np.isfinite(actual) | ~np.isfinite(reference)
+    if bad.any():
+        return Diff(name, False, nan, nan, nan, nan, f"{int(bad.sum())} non-finite values")
+    if actual.size == 0:
+        return Diff(name, True, 0.0, 0.0, 0.0, tol.bound(0.0))
+    err = np.abs(actual.astype(np.float64) - reference.astype(np.float64))
+    scale = float(np.abs(reference).max())
+    max_abs = float(err.max())
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+    bound = tol.bound(scale)
+    return Diff(name, max_abs <= bound, max_abs, max_rel, float(err.mean()), bound)

@@ -1,0 +1,118 @@
+"""The model registry: one spec per model drives conversion, alignment, export, TIPC and tests."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from rsport.rules import COMMON_RULES, Rule
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the tools need to know about one model, in framework-neutral terms.
+
+    Attributes:
+        name: registry key, e.g. ``factseg50``.
+        summary: one line for listings.
+        torch_entry / paddle_entry: ``module:Class`` import strings of the twins.
+        torch_loss / paddle_loss: ``module:Class`` of the training loss in each tree.
+        kwargs / tiny_kwargs: constructor arguments of the full model and of the CI-sized variant.
+        in_channels, num_classes, mean, std, ignore_index: the data contract (mean/std on 0..255).
+        input_size: default (H, W) of the training patch / benchmark input.
+        verify_input / tiny_input: (batch, H, W) of the conversion check fixture per variant.
+        eval_outputs / train_outputs: names of what forward returns in each mode.
+        rules: model-specific rename rules, tried before ``COMMON_RULES``.
+        paddle_namings: alternative paddle-side namings accepted as conversion sources
+            (name -> rules tried before ``rules``), e.g. PaddleRS's published weights.
+        ignore: anchored regexes of source keys that may be skipped (reported when used).
+        tolerance: the fp32 profile of the eval outputs.
+        reference: provenance of the torch reference (repository, commit, license, paper).
+    """
+
+    name: str
+    summary: str
+    torch_entry: str
+    paddle_entry: str
+    torch_loss: str
+    paddle_loss: str
+    kwargs: dict
+    tiny_kwargs: dict
+    in_channels: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_size: tuple[int, int]
+    verify_input: tuple[int, int, int]
+    tiny_input: tuple[int, int, int]
+    eval_outputs: tuple[str, ...]
+    train_outputs: tuple[str, ...]
+    tolerance: str
+    reference: str
+    ignore_index: int = 255
+    rules: tuple[Rule, ...] = ()
+    paddle_namings: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
+    ignore: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise ValueError(f"{self.name}: mean/std need {self.in_channels} values")
+
+    def all_rules(self, naming: str = "native") -> tuple[Rule, ...]:
+        extra = () if naming == "native" else self.paddle_namings[naming]
+        return tuple(extra) + tuple(self.rules) + COMMON_RULES
+
+    def model_kwargs(self, variant: str) -> dict:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+        kwargs = dict(self.kwargs)
+        if variant == "tiny":
+            kwargs.update(self.tiny_kwargs)
+        return kwargs
+
+    def fixture_shape(self, variant: str) -> tuple[int, int, int, int]:
+        batch, h, w = self.tiny_input if variant == "tiny" else self.verify_input
+        return (batch, self.in_channels, h, w)
+
+    def export_input_spec(self) -> list:
+        """[N, C, H, W] with dynamic batch and spatial size."""
+        return [None, self.in_channels, None, None]
+
+
+VARIANTS = ("default", "tiny")
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_zoo() -> None:
+    importlib.import_module("rsport.zoo")
+
+
+def names() -> list[str]:
+    _load_zoo()
+    return list(_REGISTRY)
+
+
+def get(name: str) -> ModelSpec:
+    _load_zoo()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(_REGISTRY)}") from None
+
+
+def resolve(entry: str):
+    """Import ``module:attr``."""
+    module, _, attr = entry.partition(":")
+    return getattr(importlib.import_module(module), attr)

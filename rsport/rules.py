@@ -1,0 +1,267 @@
+"""Rename rules as data, and the checked bijection that applies them in either direction.
+
+A rule pairs a torch-side template with a paddle-side template. ``{p}`` matches a dotted path,
+``{k:int}`` an integer; every template is anchored (full match). Rules are tried in order and
+the first match wins, the same way torch->paddle and paddle->torch, so one table serves both
+converters. ``paddle=None`` means the tensor has no paddle counterpart: it is dropped going to
+paddle and recreated (``fill``) coming back.
+
+Value operations are decided by the TARGET layer's type (``LAYER_OPS``), never by a name: a
+Linear weight is stored [out, in] in torch and [in, out] in paddle, whatever the layer is called.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+TORCH, PADDLE = "torch", "paddle"
+SIDES = (TORCH, PADDLE)
+
+_PLACEHOLDER = re.compile(r"\{(\w+)(?::(int))?\}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rename rule. ``offsets`` maps an int placeholder to (paddle value - torch value)."""
+
+    name: str
+    torch: str
+    paddle: str | None
+    offsets: tuple[tuple[str, int], ...] = ()
+    fill: str | None = None
+
+    def __post_init__(self):
+        if self.paddle is None and self.fill is None:
+            raise ValueError(f"rule {self.name}: a torch-only tensor needs a fill to be recreated")
+        if self.paddle is not None and _fields(self.torch) != _fields(self.paddle):
+            raise ValueError(f"rule {self.name}: templates use different placeholders")
+
+    def template(self, side: str) -> str | None:
+        return self.torch if side == TORCH else self.paddle
+
+    @cached_property
+    def _patterns(self) -> dict[str, re.Pattern | None]:
+        return {side: _compile(self.template(side)) for side in SIDES}
+
+    def match(self, key: str, side: str) -> dict[str, str] | None:
+        pattern = self._patterns[side]
+        found = pattern.fullmatch(key) if pattern is not None else None
+        return found.groupdict() if found else None
+
+    def render(self, groups: Mapping[str, str], side: str) -> str | None:
+        """Render ``side``'s name from placeholder values matched on the other side."""
+        template = self.template(side)
+        if template is None:
+            return None
+        sign = 1 if side == PADDLE else -1
+        offsets = dict(self.offsets)
+
+        def value(m: re.Match) -> str:
+            name, kind = m.group(1), m.group(2)
+            return str(int(groups[name]) + sign * offsets.get(name, 0)) if kind else groups[name]
+
+        return _PLACEHOLDER.sub(value, template)
+
+
+def _fields(template: str) -> set[str]:
+    return {m.group(1) for m in _PLACEHOLDER.finditer(template)}
+
+
+def _compile(template: str | None) -> re.Pattern | None:
+    if template is None:
+        return None
+    parts, pos = [], 0
+    for m in _PLACEHOLDER.finditer(template):
+        parts.append(re.escape(template[pos:m.start()]))
+        parts.append(f"(?P<{m.group(1)}>\\d+)" if m.group(2) else f"(?P<{m.group(1)}>.+)")
+        pos = m.end()
+    parts.append(re.escape(template[pos:]))
+    return re.compile("".join(parts))
+
+
+# Shared by every model: BatchNorm buffers, torch's step counter, then names kept as they are
+# (attribute names are weight names in both trees). Per-model tables go in front of these.
+COMMON_RULES: tuple[Rule, ...] = (
+    Rule("bn_running_mean", "{p}.running_mean", "{p}._mean"),
+    Rule("bn_running_var", "{p}.running_var", "{p}._variance"),
+    Rule("bn_num_batches_tracked", "{p}.num_batches_tracked", None, fill="zeros_int64"),
+    Rule("same_name", "{p}", "{p}"),
+)
+
+# (target layer type, parameter leaf name) -> value operation, both directions.
+LAYER_OPS: dict[tuple[str, str], str] = {("Linear", "weight"): "transpose"}
+
+FILLS = {"zeros_int64": lambda shape: np.zeros(shape, dtype=np.int64)}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What a target model expects for one state_dict entry."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    layer_type: str  # framework-neutral: Conv, BatchNorm, Linear, LayerNorm, Other
+    leaf: str        # the attribute name on its layer: weight, bias, _mean, running_var, ...
+
+
+@dataclass
+class Mapping_:
+    source: str
+    target: str
+    rule: str
+    op: str | None
+
+
+@dataclass
+class Plan:
+    """The complete, checked source->target correspondence, or the list of what is wrong."""
+
+    direction: str
+    n_source: int
+    n_target: int
+    mappings: list[Mapping_] = field(default_factory=list)
+    dropped: list[tuple[str, str]] = field(default_factory=list)          # (source, rule)
+    recreated: list[tuple[str, str]] = field(default_factory=list)        # (target, rule)
+    ignored: list[tuple[str, str]] = field(default_factory=list)          # (source, pattern)
+    missing: list[tuple[str, str]] = field(default_factory=list)          # (target, expected source)
+    unexpected: list[tuple[str, str, str]] = field(default_factory=list)  # (source, rendered, rule)
+    mismatched: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    conflicts: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched or self.conflicts)
+
+    def counts(self) -> dict[str, int]:
+        return {"source": self.n_source, "target": self.n_target, "mapped": len(self.mappings),
+                "dropped": len(self.dropped), "recreated": len(self.recreated),
+                "ignored": len(self.ignored), "missing": len(self.missing),
+                "unexpected": len(self.unexpected), "mismatched": len(self.mismatched),
+                "conflicts": len(self.conflicts)}
+
+    def rules_used(self) -> dict[str, int]:
+        used: dict[str, int] = {}
+        for rule in [m.rule for m in self.mappings] + [r for _, r in self.dropped + self.recreated]:
+            used[rule] = used.get(rule, 0) + 1
+        return used
+
+
+def _first_match(rules: Iterable[Rule], key: str, side: str) -> tuple[Rule, dict] | tuple[None, None]:
+    for rule in rules:
+        groups = rule.match(key, side)
+        if groups is not None:
+            return rule, groups
+    return None, None
+
+
+def _apply_op_shape(op: str | None, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    if op is None:
+        return shape
+    if op == "transpose":
+        return shape[::-1] if len(shape) == 2 else None
+    raise ValueError(f"unknown value operation {op!r}")
+
+
+def make_plan(source: Mapping[str, tuple[tuple[int, ...], str]], target: Mapping[str, TensorSpec],
+              rules: Iterable[Rule], source_side: str,
+              ignore: Iterable[str] = ()) -> Plan:
+    """Map every source tensor (name -> (shape, dtype)) onto the target schema, checking that
+    the correspondence is a bijection with matching shapes and dtypes."""
+    rules = tuple(rules)
+    target_side = PADDLE if source_side == TORCH else TORCH
+    ignore_patterns = [re.compile(p) for p in ignore]
+    plan = Plan(f"{source_side}->{target_side}", len(source), len(target))
+    filled: dict[str, list[str]] = {}
+    for key, (shape, dtype) in source.items():
+        pattern = next((p.pattern for p in ignore_patterns if p.fullmatch(key)), None)
+        if pattern is not None:
+            plan.ignored.append((key, pattern))
+            continue
+        rule, groups = _first_match(rules, key, source_side)
+        if rule is None:
+            plan.unexpected.append((key, "", "(no rule)"))
+            continue
+        name = rule.render(groups, target_side)
+        if name is None:
+            plan.dropped.append((key, rule.name))
+            continue
+        spec = target.get(name)
+        if spec is None:
+            plan.unexpected.append((key, name, rule.name))
+            continue
+        filled.setdefault(name, []).append(key)
+        op = LAYER_OPS.get((spec.layer_type, spec.leaf))
+        converted = _apply_op_shape(op, tuple(shape))
+        if converted != tuple(spec.shape) or dtype != spec.dtype:
+            plan.mismatched.append((key, name, f"{tuple(shape)} {dtype}",
+                                    f"{tuple(spec.shape)} {spec.dtype}", rule.name + (f" +{op}" if op else "")))
+            continue
+        plan.mappings.append(Mapping_(key, name, rule.name, op))
+    plan.conflicts = [(name, keys) for name, keys in filled.items() if len(keys) > 1]
+    conflicted = {name for name, _ in plan.conflicts}
+    plan.mappings = [m for m in plan.mappings if m.target not in conflicted]
+    for name in target:
+        if name in filled:
+            continue
+        rule, groups = _first_match(rules, name, target_side)
+        if rule is not None and rule.template(source_side) is None:
+            plan.recreated.append((name, rule.name))
+        else:
+            plan.missing.append((name, rule.render(groups, source_side) if rule else ""))
+    return plan
+
+
+def apply_plan(plan: Plan, arrays: Mapping[str, np.ndarray], target: Mapping[str, TensorSpec],
+               rules: Iterable[Rule], restore: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Build the target state dict (in target order) from a checked plan. Recreated tensors take
+    their value from ``restore`` when given (e.g. a manifest kept them), else the rule's fill."""
+    if not plan.ok:
+        raise ValueError("refusing to apply a plan with problems")
+    fills = {rule.name: rule.fill for rule in rules}
+    out: dict[str, np.ndarray] = {}
+    by_target = {m.target: m for m in plan.mappings}
+    recreated = dict(plan.recreated)
+    for name, spec in target.items():
+        if name in by_target:
+            m = by_target[name]
+            value = np.asarray(arrays[m.source])
+            out[name] = np.asarray(value.T, order="C") if m.op == "transpose" else value
+        elif restore is not None and name in restore:
+            out[name] = np.asarray(restore[name], dtype=spec.dtype).reshape(spec.shape)
+        else:
+            out[name] = FILLS[fills[recreated[name]]](spec.shape)
+    return out
+
+
+def format_report(plan: Plan, title: str, hints: Iterable[str] = (), limit: int = 12) -> str:
+    """Grouped, human-readable account of a failed plan."""
+    c = plan.counts()
+    lines = [f"{title}: {c['missing']} missing, {c['unexpected']} unexpected, "
+             f"{c['mismatched']} shape/dtype mismatches, {c['conflicts']} conflicts "
+             f"({c['source']} source tensors, {c['target']} target tensors, {c['mapped']} mapped)"]
+
+    def group(header: str, rows: list[str]) -> None:
+        if not rows:
+            return
+        lines.append(f"  {header} [{len(rows)}]:")
+        lines.extend(f"    {row}" for row in rows[:limit])
+        if len(rows) > limit:
+            lines.append(f"    ... and {len(rows) - limit} more")
+
+    group("missing (target needs, source lacks)",
+          [f"{t}  <- expected source {s or '?'}" for t, s in plan.missing])
+    group("unexpected (source has, target lacks)",
+          [f"{s}  -> {t or '(no rule matched)'}  [rule {r}]" for s, t, r in plan.unexpected])
+    group("shape/dtype mismatches",
+          [f"{s} -> {t}: source {a}, target {b}  [rule {r}]" for s, t, a, b, r in plan.mismatched])
+    group("conflicts (one target filled twice)", [f"{t} <- {', '.join(s)}" for t, s in plan.conflicts])
+    group("ignored by the spec's ignore patterns", [f"{s}  [{p}]" for s, p in plan.ignored])
+    hints = list(hints)
+    if hints:
+        lines.append("  notes and hints:")
+        lines.extend(f"    {h}" for h in hints)
+    return "\n".join(lines)

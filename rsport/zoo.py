@@ -1,0 +1,36 @@
+"""Registry entries, in the product's order. Adding a model: two model files, one entry here."""
+from rsport.registry import ModelSpec, register
+from rsport.rules import Rule
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+# PaddleRS (paddlers/rs_models/seg/factseg.py) names the FPN convs by list position.
+_PADDLERS_FPN = tuple(
+    Rule(f"paddlers_fpn_{kind}", f"{{p}}.fpn_{kind}{{k:int}}.{{t}}", f"{{p}}.{kind}_blocks.{{k:int}}.{{t}}",
+         offsets=(("k", -1),))
+    for kind in ("inner", "layer"))
+
+register(ModelSpec(
+    name="factseg50",
+    summary="FactSeg, ResNet-50 encoder, iSAID (16 classes)",
+    torch_entry="torch_ref.models.factseg:FactSeg",
+    paddle_entry="paddle_impl.models.factseg:FactSeg",
+    torch_loss="torch_ref.models.factseg:JointLoss",
+    paddle_loss="paddle_impl.models.factseg:JointLoss",
+    kwargs=dict(num_classes=16, in_channels=3),
+    tiny_kwargs=dict(layers=(1, 1, 1, 1), stem_width=8, fpn_channels=16, decoder_channels=8),
+    in_channels=3,
+    num_classes=16,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    input_size=(896, 896),
+    verify_input=(2, 256, 256),
+    tiny_input=(2, 64, 64),
+    eval_outputs=("prob",),
+    train_outputs=("fg_logit", "bi_logit"),
+    tolerance="fp32_prob",
+    reference="Junjue-Wang/FactSeg@d7e3f5ba (module/factseg.py, configs/isaid/factseg.py), "
+              "Ma et al., FactSeg, IEEE TGRS 2021",
+    paddle_namings={"paddlers": _PADDLERS_FPN},
+))
