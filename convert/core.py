@@ -161,12 +161,20 @@ def convert(spec: ModelSpec, source_side: str, src: Path, dst: Path, variant: st
     return result
 
 
+def translate(spec: ModelSpec, arrays: dict, source_side: str, target_model, naming: str = "native") -> dict:
+    """Map a state (name -> numpy) onto ``target_model``'s names with the spec's rules, strictly."""
+    target = backend(other(source_side)).schema(target_model)
+    rules = spec.all_rules(naming)
+    plan = make_plan({k: (v.shape, str(v.dtype)) for k, v in arrays.items()}, target, rules, source_side, spec.ignore)
+    if not plan.ok:
+        raise ConversionError(format_report(plan, f"state does not map onto {spec.name}",
+                                            hints_for(plan, spec.name, arrays)))
+    return apply_plan(plan, arrays, target, rules)
+
+
 def _native_paddle(spec: ModelSpec, variant: str, torch_arrays: dict) -> dict:
     """The native paddle naming of a torch state (for verifying imports of foreign namings)."""
-    target = backend(PADDLE).schema(backend(PADDLE).build(spec, variant))
-    rules = spec.all_rules("native")
-    plan = make_plan({k: (v.shape, str(v.dtype)) for k, v in torch_arrays.items()}, target, rules, TORCH, spec.ignore)
-    return apply_plan(plan, torch_arrays, target, rules)
+    return translate(spec, torch_arrays, TORCH, backend(PADDLE).build(spec, variant))
 
 
 def _restorable(src: Path, plan, notes: list[str]) -> dict | None:

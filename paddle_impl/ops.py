@@ -7,6 +7,8 @@ porting bugs (a BN epsilon bug is ~1e-5) from the float64 proof. In float32 this
 the native kernel unchanged (what users run and export); in float64 it interpolates explicitly
 with float64 coordinates, following torch's formula: src = dst * (in-1)/(out-1).
 """
+import math
+
 import numpy as np
 import paddle
 import paddle.nn as nn
@@ -48,3 +50,30 @@ class Upsample(nn.Layer):
 
     def forward(self, x):
         return interpolate(x, self.scale_factor, self.mode, self.align_corners)
+
+
+class BatchNorm2D(nn.BatchNorm2D):
+    """``nn.BatchNorm2D`` whose running statistics follow torch's update exactly.
+
+    Measured on paddle 3.3.1 (CPU), train mode: the running variance is updated with the BIASED
+    batch variance (torch: unbiased, a factor n/(n-1)), and the update runs with a float32
+    momentum even for float64 tensors (running mean off by ~1e-8 in float64). Normalisation
+    itself (batch statistics in training, running ones in eval) is paddle's own kernel; only the
+    running-statistics update is recomputed here, as torch does it:
+    ``running = (1 - m) * running + m * batch`` with m = 1 - paddle momentum (torch's 0.1).
+    """
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        running_mean, running_var = self._mean.clone(), self._variance.clone()
+        out = super().forward(x)
+        with paddle.no_grad():
+            axes = [0] + list(range(2, x.ndim))
+            count = math.prod(x.shape) // x.shape[1]
+            mean = x.mean(axis=axes, keepdim=True)
+            var = ((x - mean) ** 2).sum(axis=axes) / (count - 1)  # paddle.var promotes to float32
+            m = 1.0 - self._momentum
+            self._mean.set_value((1 - m) * running_mean + m * mean.reshape([-1]))
+            self._variance.set_value((1 - m) * running_var + m * var)
+        return out

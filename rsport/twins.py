@@ -51,7 +51,7 @@ def pairs(root: Path = ROOT) -> list[tuple[Path, Path]]:
 
 
 def unmarked_differences(torch_file: Path, paddle_file: Path) -> list[str]:
-    """Lines that differ after normalisation and carry no FRAMEWORK-DIFF marker."""
+    """Non-blank lines that differ after normalisation and carry no FRAMEWORK-DIFF marker."""
     left = torch_file.read_text().splitlines()
     right = paddle_file.read_text().splitlines()
     matcher = difflib.SequenceMatcher(None, [normalize(x) for x in left], [normalize(x) for x in right],
@@ -60,9 +60,10 @@ def unmarked_differences(torch_file: Path, paddle_file: Path) -> list[str]:
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             continue
-        problems += [f"{torch_file.name}:{i + 1}: {left[i].strip()}" for i in range(i1, i2) if MARKER not in left[i]]
-        problems += [f"{paddle_file.name}:{j + 1} (paddle): {right[j].strip()}"
-                     for j in range(j1, j2) if MARKER not in right[j]]
+        problems += [f"{torch_file.name}:{i + 1}: {left[i].strip()}" for i in range(i1, i2)
+                     if MARKER not in left[i] and left[i].strip()]
+        problems += [f"{paddle_file.name}:{j + 1} (paddle): {right[j].strip()}" for j in range(j1, j2)
+                     if MARKER not in right[j] and right[j].strip()]
     return problems
 
 

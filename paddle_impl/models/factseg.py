@@ -20,7 +20,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from paddle_impl.models.resnet import BN_EPS, BN_MOMENTUM, ResNetEncoder
+from paddle_impl.models.resnet import ResNetEncoder, norm_layer
 from paddle_impl.ops import Upsample, interpolate  # FRAMEWORK-DIFF: float64-exact bilinear (paddle_impl/ops.py)
 
 
@@ -65,7 +65,7 @@ class AssymetricDecoder(nn.Layer):
             self.blocks.append(nn.Sequential(*[
                 nn.Sequential(
                     nn.Conv2D(in_channels if idx == 0 else out_channels, out_channels, 3, 1, 1, bias_attr=False),
-                    nn.BatchNorm2D(out_channels, epsilon=BN_EPS, momentum=BN_MOMENTUM),
+                    norm_layer(out_channels),
                     nn.ReLU(),
                     Upsample(scale_factor=2.0, mode="bilinear", align_corners=True) if num_upsample else nn.Identity(),  # FRAMEWORK-DIFF: paddle_impl/ops.py, float64-exact bilinear
                 )

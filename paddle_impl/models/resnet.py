@@ -8,10 +8,17 @@ left out (this encoder has no classifier). Twins: torch_ref/ and paddle_impl/mod
 import numpy as np
 import paddle.nn as nn
 
+from paddle_impl.ops import BatchNorm2D  # FRAMEWORK-DIFF: torch-exact running statistics
+
 # 1e-5 as float32 kernels see it. Paddle keeps epsilon in float32 even for float64 tensors, so
 # float64 twins agree to 1e-12 only with this value; float32 results are bit-identical to 1e-5.
 BN_EPS = float(np.float32(1e-5))
 BN_MOMENTUM = 0.9  # FRAMEWORK-DIFF: paddle weights the OLD statistic: 0.9 here == torch 0.1
+
+
+def norm_layer(channels):
+    """BatchNorm with the reference's epsilon and momentum spelled out."""
+    return BatchNorm2D(channels, epsilon=BN_EPS, momentum=BN_MOMENTUM)  # FRAMEWORK-DIFF: paddle_impl/ops.py BN
 
 
 class Bottleneck(nn.Layer):
@@ -22,11 +29,11 @@ class Bottleneck(nn.Layer):
     def __init__(self, inplanes, planes, stride=1, downsample=None):
         super().__init__()
         self.conv1 = nn.Conv2D(inplanes, planes, kernel_size=1, bias_attr=False)
-        self.bn1 = nn.BatchNorm2D(planes, epsilon=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn1 = norm_layer(planes)
         self.conv2 = nn.Conv2D(planes, planes, kernel_size=3, stride=stride, padding=1, bias_attr=False)
-        self.bn2 = nn.BatchNorm2D(planes, epsilon=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn2 = norm_layer(planes)
         self.conv3 = nn.Conv2D(planes, planes * self.expansion, kernel_size=1, bias_attr=False)
-        self.bn3 = nn.BatchNorm2D(planes * self.expansion, epsilon=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn3 = norm_layer(planes * self.expansion)
         self.relu = nn.ReLU()
         self.downsample = downsample
 
@@ -53,7 +60,7 @@ class ResNet(nn.Layer):
         super().__init__()
         self.inplanes = stem_width
         self.conv1 = nn.Conv2D(in_channels, stem_width, kernel_size=7, stride=2, padding=3, bias_attr=False)
-        self.bn1 = nn.BatchNorm2D(stem_width, epsilon=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn1 = norm_layer(stem_width)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2D(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(stem_width, layers[0], stride=1)
@@ -69,7 +76,7 @@ class ResNet(nn.Layer):
         if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
             downsample = nn.Sequential(
                 nn.Conv2D(self.inplanes, planes * Bottleneck.expansion, kernel_size=1, stride=stride, bias_attr=False),
-                nn.BatchNorm2D(planes * Bottleneck.expansion, epsilon=BN_EPS, momentum=BN_MOMENTUM),
+                norm_layer(planes * Bottleneck.expansion),
             )
         units = [Bottleneck(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes * Bottleneck.expansion

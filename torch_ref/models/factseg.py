@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from torch_ref.models.resnet import BN_EPS, BN_MOMENTUM, ResNetEncoder
+from torch_ref.models.resnet import ResNetEncoder, norm_layer
 
 
 class FPN(nn.Module):
@@ -64,7 +64,7 @@ class AssymetricDecoder(nn.Module):
             self.blocks.append(nn.Sequential(*[
                 nn.Sequential(
                     nn.Conv2d(in_channels if idx == 0 else out_channels, out_channels, 3, 1, 1, bias=False),
-                    nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM),
+                    norm_layer(out_channels),
                     nn.ReLU(),
                     nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=True) if num_upsample else nn.Identity(),  # FRAMEWORK-DIFF: paddle_impl/ops.py, float64-exact bilinear
                 )

@@ -14,6 +14,11 @@ BN_EPS = float(np.float32(1e-5))
 BN_MOMENTUM = 0.1  # FRAMEWORK-DIFF: torch weights the NEW batch statistic (paddle 0.9 is the same)
 
 
+def norm_layer(channels):
+    """BatchNorm with the reference's epsilon and momentum spelled out."""
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)  # FRAMEWORK-DIFF: paddle_impl/ops.py BN
+
+
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (strided), 1x1 expand, with a projection shortcut when shapes change."""
 
@@ -22,11 +27,11 @@ class Bottleneck(nn.Module):
     def __init__(self, inplanes, planes, stride=1, downsample=None):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn1 = norm_layer(planes)
         self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn2 = norm_layer(planes)
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn3 = norm_layer(planes * self.expansion)
         self.relu = nn.ReLU()
         self.downsample = downsample
 
@@ -53,7 +58,7 @@ class ResNet(nn.Module):
         super().__init__()
         self.inplanes = stem_width
         self.conv1 = nn.Conv2d(in_channels, stem_width, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem_width, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn1 = norm_layer(stem_width)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(stem_width, layers[0], stride=1)
@@ -69,7 +74,7 @@ class ResNet(nn.Module):
         if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
             downsample = nn.Sequential(
                 nn.Conv2d(self.inplanes, planes * Bottleneck.expansion, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * Bottleneck.expansion, eps=BN_EPS, momentum=BN_MOMENTUM),
+                norm_layer(planes * Bottleneck.expansion),
             )
         units = [Bottleneck(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes * Bottleneck.expansion
