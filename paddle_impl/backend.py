@@ -65,6 +65,10 @@ def load_file(path: str, allow_pickle: bool = False):
     return paddle.load(path)  # FRAMEWORK-DIFF: loader (paddle.load has no weights-only mode)
 
 
+def as_tensor(value: np.ndarray):
+    return paddle.to_tensor(np.asarray(value, order="C"))
+
+
 def to_numpy(state: dict) -> dict:
     return {name: value.numpy() for name, value in state.items()}  # FRAMEWORK-DIFF: tensor to numpy
 
@@ -106,3 +110,97 @@ def forward(model, spec: ModelSpec, x: np.ndarray) -> dict:
     if len(out) != len(names):
         raise StateError(f"{spec.name} returned {len(out)} outputs, the spec names {names}")
     return {name: value.numpy() for name, value in zip(names, out)}
+
+
+def _flatten(name, output):
+    if isinstance(output, (tuple, list)):
+        return [(f"{name}[{i}]", value) for i, value in enumerate(output)]
+    return [(name, output)]
+
+
+def capture(model, spec: ModelSpec, x: np.ndarray, names, keep: bool = True):
+    """One no-grad forward that also returns the outputs of the named submodules, in the order
+    they were first called (``names=None``: every submodule; ``keep=False``: order only)."""
+    layers = dict(model.named_sublayers())  # FRAMEWORK-DIFF: named_modules / named_sublayers
+    taps, handles = {}, []
+
+    def hook(name):
+        def record(layer, inputs, output):
+            for key, value in _flatten(name, output):
+                if key not in taps:
+                    taps[key] = value.numpy() if keep else None  # FRAMEWORK-DIFF: tensor to numpy
+        return record
+
+    for name in (names if names is not None else [n for n in layers if n]):
+        handles.append(layers[name].register_forward_post_hook(hook(name)))  # FRAMEWORK-DIFF: hook API
+    try:
+        outputs = forward(model, spec, x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs, taps
+
+
+def train_pass(model, spec: ModelSpec, loss_fn, x: np.ndarray, label: np.ndarray):
+    """Train-mode forward, the model's loss and backward: (outputs, loss, grads by name)."""
+    model.train()
+    for p in model.parameters():
+        p.clear_gradient(set_to_zero=False)  # FRAMEWORK-DIFF: clear gradients
+    outputs = model(paddle.to_tensor(x))
+    loss = loss_fn(*outputs, paddle.to_tensor(label))
+    loss.backward()
+    named = dict(zip(spec.train_outputs, outputs))
+    grads = {name: p.grad.numpy() for name, p in model.named_parameters() if p.grad is not None}
+    return {k: v.numpy() for k, v in named.items()}, loss.numpy(), grads  # FRAMEWORK-DIFF: tensor to numpy
+
+
+def train_iterations(model, spec: ModelSpec, loss_fn, batches, recipe):
+    """The training loop on fixed batches: loss_i and lr_i per iteration, then the state."""
+    from paddle_impl.recipe import Recipe
+
+    model.train()
+    opt = Recipe(model, recipe)
+    losses, lrs = [], []
+    for x, label in batches:
+        opt.zero_grad()
+        outputs = model(paddle.to_tensor(x))
+        loss = loss_fn(*outputs, paddle.to_tensor(label))
+        loss.backward()
+        lrs.append(opt.lr())
+        opt.step()
+        losses.append(float(loss.detach()))  # FRAMEWORK-DIFF: detach before float
+    model.eval()
+    return np.array(losses), np.array(lrs), state_arrays(model)
+
+
+def trainable_names(model) -> list:
+    return [name for name, p in model.named_parameters() if not p.stop_gradient]  # FRAMEWORK-DIFF: trainable flag
+
+
+def optimizer_steps(model, grads_per_step, recipe):
+    """Only the recipe: feed the given gradients (name -> array per step) to the optimizer, with
+    clipping and schedule; return lr_i and the trained parameters after the last step."""
+    from paddle_impl.recipe import Recipe
+
+    opt = Recipe(model, recipe)
+    params = dict(model.named_parameters())
+    lrs = []
+    for grads in grads_per_step:
+        opt.zero_grad()
+        sum((params[name] * paddle.to_tensor(g)).sum() for name, g in grads.items()).backward()  # grad == g
+        lrs.append(opt.lr())
+        opt.step()
+    return np.array(lrs), {name: p.numpy().copy() for name, p in params.items() if name in grads_per_step[0]}  # FRAMEWORK-DIFF: tensor to numpy
+
+
+def metrics(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore_index: int) -> dict:
+    """This framework's metric code on the given predictions and labels."""
+    from paddle_impl.metrics import confusion_matrix, summarize
+
+    found = summarize(confusion_matrix(paddle.to_tensor(pred), paddle.to_tensor(label), num_classes, ignore_index))
+    return {name: value.numpy() for name, value in found.items()}
+
+
+def set_threads(n: int) -> None:
+    """Math threads of this framework (for fair timings)."""
+    paddle.base.core.set_num_threads(n)  # FRAMEWORK-DIFF: paddle has no public setter for dygraph (default 1)

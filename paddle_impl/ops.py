@@ -77,3 +77,17 @@ class BatchNorm2D(nn.BatchNorm2D):
             self._mean.set_value((1 - m) * running_mean + m * mean.reshape([-1]))
             self._variance.set_value((1 - m) * running_var + m * var)
         return out
+
+
+def clip_grad_norm_(params, max_norm):
+    """torch.nn.utils.clip_grad_norm_ in paddle: scale every gradient by
+    min(1, max_norm / (global L2 norm + 1e-6)). paddle.nn.ClipGradByGlobalNorm divides by
+    max(norm, max_norm) instead (no 1e-6), which differs by ~1e-8 relative in float64.
+    Returns the global norm before clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    with paddle.no_grad():
+        total = paddle.linalg.norm(paddle.stack([paddle.linalg.norm(g.flatten()) for g in grads]))
+        coef = paddle.clip(max_norm / (total + 1e-6), max=1.0)
+        for g in grads:
+            g.multiply_(coef)
+    return total

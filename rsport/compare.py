@@ -22,11 +22,13 @@ class Diff:
         return asdict(self)
 
 
-def compare(name: str, actual: np.ndarray, reference: np.ndarray, tol: Tolerance) -> Diff:
+def compare(name: str, actual: np.ndarray, reference: np.ndarray, tol: Tolerance,
+            matching_nan_ok: bool = False) -> Diff:
     """Compare ``actual`` against ``reference``; ``max_rel`` is relative to ``max|reference|``.
 
     Shapes and dtypes must match exactly (no broadcasting, no transposing), and a NaN or Inf
-    on either side fails whatever its magnitude.
+    on either side fails whatever its magnitude, unless ``matching_nan_ok`` and both sides
+    have NaN at exactly the same places (e.g. the IoU of a class that never occurs).
     """
     actual, reference = np.asarray(actual), np.asarray(reference)
     nan = float("nan")
@@ -35,6 +37,10 @@ def compare(name: str, actual: np.ndarray, reference: np.ndarray, tol: Tolerance
     if actual.dtype != reference.dtype:
         return Diff(name, False, nan, nan, nan, nan, f"dtype {actual.dtype} != {reference.dtype}")
     bad = ~np.isfinite(actual) | ~np.isfinite(reference)
+    if matching_nan_ok:
+        both_nan = np.isnan(actual) & np.isnan(reference)
+        bad &= ~both_nan
+        actual, reference = np.where(both_nan, 0, actual), np.where(both_nan, 0, reference)
     if bad.any():
         return Diff(name, False, nan, nan, nan, nan, f"{int(bad.sum())} non-finite values")
     if actual.size == 0:

@@ -32,6 +32,10 @@ class ModelSpec:
         ignore: anchored regexes of source keys that may be skipped (reported when used).
         tolerance: the fp32 profile of the eval outputs.
         reference: provenance of the torch reference (repository, commit, license, paper).
+        align_input: (batch, H, W) of the alignment harness at the default size (batch >= 2).
+        taps: named submodules compared in forward order to localise a divergence.
+        recipe: the original training recipe (SGD momentum, weight decay, global-norm clip,
+            poly LR), used by the optimizer and train steps and by training.
     """
 
     name: str
@@ -53,6 +57,9 @@ class ModelSpec:
     train_outputs: tuple[str, ...]
     tolerance: str
     reference: str
+    align_input: tuple[int, int, int] = (2, 128, 128)
+    taps: tuple[str, ...] = ()
+    recipe: dict = field(default_factory=lambda: dict(DEFAULT_RECIPE))
     ignore_index: int = 255
     rules: tuple[Rule, ...] = ()
     paddle_namings: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
@@ -78,12 +85,20 @@ class ModelSpec:
         batch, h, w = self.tiny_input if variant == "tiny" else self.verify_input
         return (batch, self.in_channels, h, w)
 
+    def align_shape(self, variant: str) -> tuple[int, int, int, int]:
+        batch, h, w = self.tiny_input if variant == "tiny" else self.align_input
+        return (batch, self.in_channels, h, w)
+
     def export_input_spec(self) -> list:
         """[N, C, H, W] with dynamic batch and spatial size."""
         return [None, self.in_channels, None, None]
 
 
 VARIANTS = ("default", "tiny")
+
+# SGD with momentum, weight decay on every parameter, global-norm clipping, poly LR updated
+# every iteration (FactSeg's configs/isaid/factseg.py; shared by the segmentation models here).
+DEFAULT_RECIPE = dict(lr=0.007, momentum=0.9, weight_decay=1e-4, clip_norm=35.0, power=0.9, max_iters=60000)
 
 _REGISTRY: dict[str, ModelSpec] = {}
 

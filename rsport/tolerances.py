@@ -35,9 +35,41 @@ _add(Tolerance(
                 "weights differ by 8.8e-6 at 256x256 and 1.5e-5 at 512/896 from float noise alone, so "
                 "1e-5 would fail on noise; bugs such as a flipped align_corners move it by 8e-3."))
 _add(Tolerance(
-    "fp32_logit", atol=1e-5, rtol=1e-4,
-    calibration="float32 CPU forward, logits and inner taps: error relative to the tensor's scale "
-                "(inner FactSeg layers differ by up to 1.4e-3 absolute at activations of ~1e1..1e2)."))
+    "fp32_logit", atol=1e-5, rtol=5e-4,
+    calibration="float32 eval-mode inner taps and logits, relative to the tensor's scale. Measured "
+                "(align/run_all.py, factseg50, 2x3x128x128): worst tap 6.6e-5 of scale (1.3e-3 absolute at "
+                "~20); the reference sheet reports up to 1.4e-3 absolute between two correct FactSeg ports."))
+_add(Tolerance(
+    "fp32_train_logit", atol=1e-5, rtol=1e-3,
+    calibration="float32 train-mode outputs (batch statistics). Measured 9.1e-5 of scale (factseg50)."))
+_add(Tolerance(
+    "fp32_loss", atol=1e-6, rtol=2e-4,
+    calibration="float32 training loss value. Measured 7.8e-5 on a loss of 3.3 (2.4e-5 relative)."))
+_add(Tolerance(
+    "fp32_grad", atol=1e-6, rtol=0.5,
+    calibration="float32 train-mode gradients are dominated by float noise: measured median 2%, worst 17% "
+                "of the tensor's scale (factseg50 layer4 convs, whose BatchNorm sees 4x4 maps), while float64 "
+                "agrees to 1e-12. This profile only catches gross errors (missing, transposed, sign, "
+                "scaled gradients); float64 is where gradients are proven."))
+_add(Tolerance(
+    "fp32_param", atol=1e-6, rtol=1e-5,
+    calibration="float32 parameters after k optimizer steps on identical gradients (no model in the "
+                "loop). Measured 3.6e-7 absolute."))
+_add(Tolerance(
+    "fp32_curve", atol=1e-5, rtol=5e-2,
+    calibration="float32 loss curve over K training iterations. The training dynamics amplify float "
+                "noise (torch alone: a 1e-14 change of one weight moves the next gradient by 1e-9); "
+                "measured 4.2e-3 relative after 3 iterations (factseg50). float64 is the proof."))
+_add(Tolerance(
+    "fp64_state", atol=1e-10, rtol=1e-6,
+    calibration="float64 parameters and BatchNorm statistics after K training iterations. Differences "
+                "of 1e-15 grow by ~1e3 per iteration through the dynamics (measured on torch alone), so "
+                "after 3 iterations they reach 5.8e-9 of scale (factseg50 conv1); a porting bug such as "
+                "an unreversed BN momentum is off by ~1e-1 of scale."))
+_add(Tolerance(
+    "exact", atol=0.0, rtol=0.0,
+    calibration="integer results (confusion matrices, pixel counts) and values computed by the same "
+                "formula from them; also the fixtures each side feeds its model."))
 _add(Tolerance(
     "fp64", atol=1e-10, rtol=0.0,
     calibration="float64 end to end: correct twins agree to ~1e-13..1e-12; a BN epsilon bug in one layer "

@@ -30,6 +30,10 @@ register(ModelSpec(
     eval_outputs=("prob",),
     train_outputs=("fg_logit", "bi_logit"),
     tolerance="fp32_prob",
+    align_input=(2, 128, 128),
+    taps=("resencoder.resnet.conv1", "resencoder.resnet.bn1", "resencoder.resnet.layer1", "resencoder.resnet.layer2",
+          "resencoder.resnet.layer3", "resencoder.resnet.layer4", "fgfpn", "fg_decoder", "fg_cls",
+          "bifpn", "bi_decoder", "bi_cls"),
     reference="Junjue-Wang/FactSeg@d7e3f5ba (module/factseg.py, configs/isaid/factseg.py), "
               "Ma et al., FactSeg, IEEE TGRS 2021",
     paddle_namings={"paddlers": _PADDLERS_FPN},

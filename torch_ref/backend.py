@@ -65,6 +65,10 @@ def load_file(path: str, allow_pickle: bool = False):
     return torch.load(path, map_location="cpu", weights_only=not allow_pickle)  # FRAMEWORK-DIFF: loader
 
 
+def as_tensor(value: np.ndarray):
+    return torch.from_numpy(np.asarray(value, order="C"))
+
+
 def to_numpy(state: dict) -> dict:
     return {name: value.detach().cpu().numpy() for name, value in state.items()}  # FRAMEWORK-DIFF: tensor to numpy
 
@@ -104,3 +108,97 @@ def forward(model, spec: ModelSpec, x: np.ndarray) -> dict:
     if len(out) != len(names):
         raise StateError(f"{spec.name} returned {len(out)} outputs, the spec names {names}")
     return {name: value.numpy() for name, value in zip(names, out)}
+
+
+def _flatten(name, output):
+    if isinstance(output, (tuple, list)):
+        return [(f"{name}[{i}]", value) for i, value in enumerate(output)]
+    return [(name, output)]
+
+
+def capture(model, spec: ModelSpec, x: np.ndarray, names, keep: bool = True):
+    """One no-grad forward that also returns the outputs of the named submodules, in the order
+    they were first called (``names=None``: every submodule; ``keep=False``: order only)."""
+    layers = dict(model.named_modules())  # FRAMEWORK-DIFF: named_modules / named_sublayers
+    taps, handles = {}, []
+
+    def hook(name):
+        def record(layer, inputs, output):
+            for key, value in _flatten(name, output):
+                if key not in taps:
+                    taps[key] = value.detach().numpy() if keep else None  # FRAMEWORK-DIFF: tensor to numpy
+        return record
+
+    for name in (names if names is not None else [n for n in layers if n]):
+        handles.append(layers[name].register_forward_hook(hook(name)))  # FRAMEWORK-DIFF: hook API
+    try:
+        outputs = forward(model, spec, x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs, taps
+
+
+def train_pass(model, spec: ModelSpec, loss_fn, x: np.ndarray, label: np.ndarray):
+    """Train-mode forward, the model's loss and backward: (outputs, loss, grads by name)."""
+    model.train()
+    for p in model.parameters():
+        p.grad = None  # FRAMEWORK-DIFF: clear gradients
+    outputs = model(torch.from_numpy(x))
+    loss = loss_fn(*outputs, torch.from_numpy(label))
+    loss.backward()
+    named = dict(zip(spec.train_outputs, outputs))
+    grads = {name: p.grad.numpy() for name, p in model.named_parameters() if p.grad is not None}
+    return {k: v.detach().numpy() for k, v in named.items()}, loss.detach().numpy(), grads  # FRAMEWORK-DIFF: tensor to numpy
+
+
+def train_iterations(model, spec: ModelSpec, loss_fn, batches, recipe):
+    """The training loop on fixed batches: loss_i and lr_i per iteration, then the state."""
+    from torch_ref.recipe import Recipe
+
+    model.train()
+    opt = Recipe(model, recipe)
+    losses, lrs = [], []
+    for x, label in batches:
+        opt.zero_grad()
+        outputs = model(torch.from_numpy(x))
+        loss = loss_fn(*outputs, torch.from_numpy(label))
+        loss.backward()
+        lrs.append(opt.lr())
+        opt.step()
+        losses.append(float(loss.detach()))  # FRAMEWORK-DIFF: detach before float
+    model.eval()
+    return np.array(losses), np.array(lrs), state_arrays(model)
+
+
+def trainable_names(model) -> list:
+    return [name for name, p in model.named_parameters() if p.requires_grad]  # FRAMEWORK-DIFF: trainable flag
+
+
+def optimizer_steps(model, grads_per_step, recipe):
+    """Only the recipe: feed the given gradients (name -> array per step) to the optimizer, with
+    clipping and schedule; return lr_i and the trained parameters after the last step."""
+    from torch_ref.recipe import Recipe
+
+    opt = Recipe(model, recipe)
+    params = dict(model.named_parameters())
+    lrs = []
+    for grads in grads_per_step:
+        opt.zero_grad()
+        sum((params[name] * torch.from_numpy(g)).sum() for name, g in grads.items()).backward()  # grad == g
+        lrs.append(opt.lr())
+        opt.step()
+    return np.array(lrs), {name: p.detach().numpy().copy() for name, p in params.items() if name in grads_per_step[0]}  # FRAMEWORK-DIFF: tensor to numpy
+
+
+def metrics(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore_index: int) -> dict:
+    """This framework's metric code on the given predictions and labels."""
+    from torch_ref.metrics import confusion_matrix, summarize
+
+    found = summarize(confusion_matrix(torch.from_numpy(pred), torch.from_numpy(label), num_classes, ignore_index))
+    return {name: value.numpy() for name, value in found.items()}
+
+
+def set_threads(n: int) -> None:
+    """Math threads of this framework (for fair timings)."""
+    torch.set_num_threads(n)  # FRAMEWORK-DIFF: thread API
