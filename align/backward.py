@@ -17,7 +17,7 @@ STEP = "backward"
 def run(ctx) -> StepResult:
     found = train_pass(ctx)
     t_grads, p_grads = found["torch"][2], found["paddle"][2]
-    mapped = ctx.to_paddle_names(t_grads, p_grads)
+    mapped = ctx.to_paddle_names(t_grads)
     ctx.save_results(STEP, t_grads, p_grads)
     rows = compare_all(p_grads, mapped, ctx.profile("grad"))
     return StepResult.from_rows(STEP, rows, first_divergence=first_in_order(rows, found["order"]),

@@ -128,7 +128,7 @@ class Context:
     @cached_property
     def torch_state(self) -> dict:
         """The torch weights as numpy (float32 as stored), shared by every dtype of a run."""
-        key = (self.spec.name, self.variant, str(self.torch_ckpt))
+        key = (self.spec.name, self.variant, str(self.torch_ckpt), repr(self.spec.model_kwargs(self.variant)))
         if key not in _STATES:
             if self.torch_ckpt is not None:
                 from convert.core import read_source
@@ -175,15 +175,21 @@ class Context:
     def loss_fns(self):
         return self.tb.build_loss(self.spec), self.pb.build_loss(self.spec)
 
-    def to_paddle_names(self, arrays: dict, target: dict) -> dict:
-        """Torch-named arrays in paddle naming and layout (the conversion table), for the
-        names in ``target`` (a paddle name -> array dict that fixes the expected set)."""
-        from rsport.rules import TensorSpec, apply_plan, format_report, make_plan
+    def to_paddle_names(self, arrays: dict) -> dict:
+        """Torch-named results (gradients, parameters, states) in paddle naming and layout, through
+        the conversion table: the target set is what the paddle schema has for these names."""
+        from rsport.rules import LAYER_OPS, TensorSpec, apply_plan, first_match, format_report, make_plan
 
         self._twins  # noqa: B018 - builds the models and records the paddle schema
-        schema = {k: TensorSpec(tuple(np.shape(target[k])), str(np.asarray(target[k]).dtype), s.layer_type, s.leaf)
-                  for k, s in self.paddle_schema.items() if k in target}
         rules = self.spec.all_rules()
+        schema = {}
+        for key, value in arrays.items():
+            rule, groups = first_match(rules, key, TORCH)
+            name = rule.render(groups, PADDLE) if rule else None
+            if name in self.paddle_schema:
+                spec = self.paddle_schema[name]
+                shape = np.shape(value)[::-1] if LAYER_OPS.get((spec.layer_type, spec.leaf)) else np.shape(value)
+                schema[name] = TensorSpec(tuple(shape), str(np.asarray(value).dtype), spec.layer_type, spec.leaf)
         plan = make_plan({k: (np.shape(v), str(np.asarray(v).dtype)) for k, v in arrays.items()}, schema, rules,
                          TORCH, ignore=[r"(.*\.)?num_batches_tracked"])
         if not plan.ok:

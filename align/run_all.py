@@ -22,6 +22,8 @@ import rsport
 from align.harness import DTYPES, STEPS, Context, StepResult
 from rsport.registry import VARIANTS, UnknownModelError
 
+ROOT = Path(__file__).resolve().parents[1]
+
 EPILOG = """examples:
   python align/run_all.py                                   # every model, step and dtype
   python align/run_all.py --models factseg50 --dtype float64 --steps forward,backward
@@ -57,12 +59,21 @@ def run_step(ctx: Context, step: str) -> StepResult:
     try:
         result = importlib.import_module(f"align.{step}").run(ctx)
     except Exception as err:  # noqa: BLE001 - a crashing twin is a failed step, reported, not a crash
-        where = traceback.extract_tb(err.__traceback__)[-1]
-        result = StepResult(step, False, first_divergence=f"{Path(where.filename).name}:{where.lineno}",
+        result = StepResult(step, False, first_divergence=_our_frame(err),
                             error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300])
     result.seconds = time.perf_counter() - start
     ctx.write_diff_log(result)
     return result
+
+
+def _our_frame(err: Exception) -> str:
+    """The innermost traceback frame inside this repository: where our code handed over."""
+    frames = traceback.extract_tb(err.__traceback__)
+    ours = [f for f in frames if Path(f.filename).resolve().is_relative_to(ROOT)]
+    where = (ours or frames)[-1]
+    path = Path(where.filename).resolve()
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    return f"{shown}:{where.lineno} ({where.name})"
 
 
 def run(models, steps, dtypes, out: Path, variant="default", torch_ckpt=None, mutate_paddle=None, progress=None):

@@ -25,7 +25,7 @@ def run(ctx) -> StepResult:
     rows = [compare("loss_i", p_loss, t_loss, ctx.profile("curve")), compare("lr_i", p_lr, t_lr, ctx.profile("exact"))]
     curve = f"loss_i diff {rows[0].max_abs:.1e}"
     if ctx.profile("state") is not None:  # float64 only: see harness.KIND_PROFILES
-        rows += compare_all(p_state, ctx.to_paddle_names(t_state, p_state), ctx.profile("state"))
+        rows += compare_all(p_state, ctx.to_paddle_names(t_state), ctx.profile("state"))
     return StepResult.from_rows(STEP, rows, first_divergence=first_in_order(rows, ["loss_i", "lr_i", *order]),
                                 note=f"{curve}; loss " + " ".join(f"{v:.5f}" for v in t_loss))
 

@@ -150,7 +150,7 @@ class Plan:
         return used
 
 
-def _first_match(rules: Iterable[Rule], key: str, side: str) -> tuple[Rule, dict] | tuple[None, None]:
+def first_match(rules: Iterable[Rule], key: str, side: str) -> tuple[Rule, dict] | tuple[None, None]:
     for rule in rules:
         groups = rule.match(key, side)
         if groups is not None:
@@ -181,7 +181,7 @@ def make_plan(source: Mapping[str, tuple[tuple[int, ...], str]], target: Mapping
         if pattern is not None:
             plan.ignored.append((key, pattern))
             continue
-        rule, groups = _first_match(rules, key, source_side)
+        rule, groups = first_match(rules, key, source_side)
         if rule is None:
             plan.unexpected.append((key, "", "(no rule)"))
             continue
@@ -207,7 +207,7 @@ def make_plan(source: Mapping[str, tuple[tuple[int, ...], str]], target: Mapping
     for name in target:
         if name in filled:
             continue
-        rule, groups = _first_match(rules, name, target_side)
+        rule, groups = first_match(rules, name, target_side)
         if rule is not None and rule.template(source_side) is None:
             plan.recreated.append((name, rule.name))
         else:
