@@ -29,6 +29,7 @@ OPTIMIZER_STEPS = 3         # k steps of the optimizer step
 # Global gradient norm of each optimizer-step fixture, in units of the recipe's clip norm: the
 # first and last steps are clipped, the middle one is not.
 OPTIMIZER_NORMS = (2.0, 0.5, 1.5)
+MAX_RESULT_BYTES = 64 << 20  # larger result sets are saved as per-tensor summaries
 
 # Which tolerance profile judges which kind of value, per dtype (None for "output": the spec's
 # own profile). float64 is strict; float32 profiles are calibrated on measured noise
@@ -222,14 +223,23 @@ class Context:
 
     # --- results ----------------------------------------------------------------------------
     def save_results(self, step: str, torch_values: dict, paddle_values: dict) -> None:
-        """Each side's results as a reprod_log ReprodLogger file (a pickled dict of arrays)."""
+        """Each side's results as a reprod_log ReprodLogger file (a pickled dict of arrays).
+        Results of a whole model's size (gradients, parameters after k steps: ~270 MB per side
+        in float64) are kept as per-tensor summaries ``<name>/summary`` = [L2 norm, max |x|,
+        mean]; the verdict always uses the full arrays."""
         from reprod_log import ReprodLogger
 
         self.dir.mkdir(parents=True, exist_ok=True)
         for side, values in ((TORCH, torch_values), (PADDLE, paddle_values)):
+            summarize = sum(np.asarray(v).nbytes for v in values.values()) > MAX_RESULT_BYTES
             logger = ReprodLogger()
             for key, value in values.items():
-                logger.add(key, np.asarray(value))
+                value = np.asarray(value)
+                if summarize and value.size > 1:
+                    flat = value.astype(np.float64).ravel()
+                    logger.add(f"{key}/summary", np.array([np.linalg.norm(flat), np.abs(flat).max(), flat.mean()]))
+                else:
+                    logger.add(key, value)
             logger.save(str(self.dir / f"{step}_{side}.npy"))
 
     def write_diff_log(self, result: StepResult) -> None:
