@@ -1,9 +1,7 @@
-"""Registry entries, in the product's order. Adding a model: two model files, one entry here."""
+"""Registry entry of factseg50 (FactSeg, ResNet-50, iSAID)."""
 from rsport.registry import ModelSpec, register
 from rsport.rules import Rule
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
+from rsport.zoo import IMAGENET_MEAN, IMAGENET_STD
 
 # PaddleRS (paddlers/rs_models/seg/factseg.py) names the FPN convs by list position.
 _PADDLERS_FPN = tuple(

@@ -1,0 +1,14 @@
+"""The registry entries, one module per model, imported in the product's order.
+
+Adding a model: its two model files (torch_ref/models, paddle_impl/models), one module here
+with its ModelSpec (and rule table), and its name in ORDER.
+"""
+import importlib
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+ORDER = ("factseg50",)
+
+for _name in ORDER:
+    importlib.import_module(f"rsport.zoo.{_name}")
