@@ -38,9 +38,10 @@ MAX_RESULT_BYTES = 64 << 20  # larger result sets are saved as per-tensor summar
 KIND_PROFILES = {
     "float32": {"output": None, "tap": "fp32_logit", "train_output": "fp32_train_logit", "loss": "fp32_loss",
                 "grad": "fp32_grad", "param": "fp32_param", "curve": "fp32_curve", "state": None,
-                "exact": "exact"},
+                "exact": "exact", "metric": "metric"},
     "float64": {"output": "fp64", "tap": "fp64", "train_output": "fp64", "loss": "fp64", "grad": "fp64",
-                "param": "fp64", "curve": "fp64", "state": "fp64_state", "exact": "exact"},
+                "param": "fp64", "curve": "fp64", "state": "fp64_state", "exact": "exact",
+                "metric": "metric"},
 }
 
 

@@ -20,7 +20,7 @@ from rsport.compare import compare
 from rsport.fixtures import image_batch
 from rsport.io import Staged, sha256
 from rsport.registry import ModelSpec
-from rsport.rules import PADDLE, TORCH, apply_plan, format_report, make_plan
+from rsport.rules import PADDLE, TORCH, apply_naming, apply_plan, format_report, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,6 @@ BACKENDS = {TORCH: "torch_ref.backend", PADDLE: "paddle_impl.backend"}
 OUTPUT_DIR = Path("output") / "weights"
 FIXTURE_SEED = 0
 MAX_KEPT_SIZE = 16  # dropped tensors up to this size are kept in the manifest for the way back
-NAMING_MARKERS = {"paddlers": (".inner_blocks.", ".layer_blocks.")}
 
 
 class ConversionError(RuntimeError):
@@ -74,10 +73,10 @@ def detect_naming(spec: ModelSpec, keys, naming: str) -> tuple[str, str | None]:
     """Pick the paddle-side naming of a source; reported, never silent."""
     if naming != "auto":
         return naming, None
-    for name, markers in NAMING_MARKERS.items():
-        hits = sum(any(m in k for m in markers) for k in keys)
-        if name in spec.paddle_namings and hits:
-            return name, f"detected {name} naming ({hits} keys contain {' or '.join(markers)})"
+    for name, table in spec.paddle_namings.items():
+        hits = sum(any(m in k for m in table.markers) for k in keys)
+        if hits:
+            return name, f"detected {name} naming ({hits} keys contain {' or '.join(table.markers)})"
     return "native", None
 
 
@@ -127,7 +126,10 @@ def convert(spec: ModelSpec, source_side: str, src: Path, dst: Path, variant: st
     naming, naming_note = detect_naming(spec, paddle_keys, naming)
     if naming_note:
         notes.append(naming_note)
-    rules = spec.all_rules(naming)
+    if naming != "native":
+        arrays, naming_notes = apply_naming(arrays, spec.paddle_namings[naming])
+        notes.extend(naming_notes)
+    rules = spec.all_rules()
     target_model = backend(target_side).build(spec, variant)
     target = backend(target_side).schema(target_model)
     plan = make_plan({k: (v.shape, str(v.dtype)) for k, v in arrays.items()}, target, rules,
@@ -143,11 +145,7 @@ def convert(spec: ModelSpec, source_side: str, src: Path, dst: Path, variant: st
         tmp = staged.path(dst)
         backend(target_side).save_file(converted, tmp)
         written, _ = read_source(tmp, target_side)  # verify what is on disk, not what is in memory
-        if source_side == TORCH:
-            torch_arrays, paddle_arrays = arrays, written
-        else:  # a foreign paddle naming cannot load into our twin: give it the native names
-            torch_arrays = written
-            paddle_arrays = arrays if naming == "native" else _native_paddle(spec, variant, written)
+        torch_arrays, paddle_arrays = (arrays, written) if source_side == TORCH else (written, arrays)
         result.parity = forward_parity(spec, variant, torch_arrays, paddle_arrays)
         result.seconds = round(time.perf_counter() - start, 2)
         dropped = {name: arrays[name] for name, _ in plan.dropped if arrays[name].size <= MAX_KEPT_SIZE}
@@ -164,17 +162,12 @@ def convert(spec: ModelSpec, source_side: str, src: Path, dst: Path, variant: st
 def translate(spec: ModelSpec, arrays: dict, source_side: str, target_model, naming: str = "native") -> dict:
     """Map a state (name -> numpy) onto ``target_model``'s names with the spec's rules, strictly."""
     target = backend(other(source_side)).schema(target_model)
-    rules = spec.all_rules(naming)
+    rules = spec.all_rules()
     plan = make_plan({k: (v.shape, str(v.dtype)) for k, v in arrays.items()}, target, rules, source_side, spec.ignore)
     if not plan.ok:
         raise ConversionError(format_report(plan, f"state does not map onto {spec.name}",
                                             hints_for(plan, spec.name, arrays)))
     return apply_plan(plan, arrays, target, rules)
-
-
-def _native_paddle(spec: ModelSpec, variant: str, torch_arrays: dict) -> dict:
-    """The native paddle naming of a torch state (for verifying imports of foreign namings)."""
-    return translate(spec, torch_arrays, TORCH, backend(PADDLE).build(spec, variant))
 
 
 def _restorable(src: Path, plan, notes: list[str]) -> dict | None:

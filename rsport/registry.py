@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-from rsport.rules import COMMON_RULES, Rule
+from rsport.rules import COMMON_RULES, Naming, Rule
 
 
 class UnknownModelError(KeyError):
@@ -27,8 +27,8 @@ class ModelSpec:
         verify_input / tiny_input: (batch, H, W) of the conversion check fixture per variant.
         eval_outputs / train_outputs: names of what forward returns in each mode.
         rules: model-specific rename rules, tried before ``COMMON_RULES``.
-        paddle_namings: alternative paddle-side namings accepted as conversion sources
-            (name -> rules tried before ``rules``), e.g. PaddleRS's published weights.
+        paddle_namings: other implementations' paddle namings accepted as conversion sources
+            (name -> Naming, mapped onto ours first), e.g. PaddleRS's published weights.
         ignore: anchored regexes of source keys that may be skipped (reported when used).
         tolerance: the fp32 profile of the eval outputs.
         reference: provenance of the torch reference (repository, commit, license, paper).
@@ -62,16 +62,15 @@ class ModelSpec:
     recipe: dict = field(default_factory=lambda: dict(DEFAULT_RECIPE))
     ignore_index: int = 255
     rules: tuple[Rule, ...] = ()
-    paddle_namings: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
+    paddle_namings: dict[str, Naming] = field(default_factory=dict)
     ignore: tuple[str, ...] = ()
 
     def __post_init__(self):
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise ValueError(f"{self.name}: mean/std need {self.in_channels} values")
 
-    def all_rules(self, naming: str = "native") -> tuple[Rule, ...]:
-        extra = () if naming == "native" else self.paddle_namings[naming]
-        return tuple(extra) + tuple(self.rules) + COMMON_RULES
+    def all_rules(self) -> tuple[Rule, ...]:
+        return tuple(self.rules) + COMMON_RULES
 
     def model_kwargs(self, variant: str) -> dict:
         if variant not in VARIANTS:

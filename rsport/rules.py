@@ -95,7 +95,44 @@ COMMON_RULES: tuple[Rule, ...] = (
 # (target layer type, parameter leaf name) -> value operation, both directions.
 LAYER_OPS: dict[tuple[str, str], str] = {("Linear", "weight"): "transpose"}
 
-FILLS = {"zeros_int64": lambda shape: np.zeros(shape, dtype=np.int64)}
+FILLS = {"zeros_int64": lambda shape: np.zeros(shape, dtype=np.int64),
+         "zeros_float32": lambda shape: np.zeros(shape, dtype=np.float32)}
+
+
+@dataclass(frozen=True)
+class Naming:
+    """Another implementation's naming of the same framework's weights (e.g. PaddleRS), mapped
+    onto ours before conversion. In each rule, ``torch`` is OUR (native) name template and
+    ``paddle`` the foreign one; ``paddle=None`` marks a tensor the foreign naming lacks, created
+    from ``fill``. ``ignore``: anchored regexes of foreign tensors we have no use for."""
+
+    rules: tuple[Rule, ...]
+    ignore: tuple[str, ...] = ()
+    markers: tuple[str, ...] = ()  # substrings that identify this naming in a checkpoint
+
+
+def apply_naming(arrays: Mapping[str, np.ndarray], naming: Naming) -> tuple[dict, list[str]]:
+    """Rename foreign keys to native ones (first matching rule; unmatched keys stay), drop the
+    ignored ones and create the missing ones; returns the arrays and a note per change kind."""
+    patterns = [re.compile(p) for p in naming.ignore]
+    out, renamed, dropped = {}, 0, []
+    for key, value in arrays.items():
+        if any(p.fullmatch(key) for p in patterns):
+            dropped.append(key)
+            continue
+        rule, groups = first_match([r for r in naming.rules if r.paddle is not None], key, PADDLE)
+        name = rule.render(groups, TORCH) if rule else key
+        renamed += name != key
+        out[name] = value
+    created = [r.torch for r in naming.rules if r.paddle is None and r.torch not in out]
+    for name in created:
+        out[name] = FILLS[next(r.fill for r in naming.rules if r.torch == name)](())
+    notes = [f"renamed {renamed} keys to the native naming"]
+    if dropped:
+        notes.append(f"ignored {len(dropped)} tensors the model does not have: {', '.join(dropped[:4])}")
+    if created:
+        notes.append(f"created {', '.join(created)} (absent in that naming) with its default value")
+    return out, notes
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,12 @@ _add(Tolerance(
     calibration="integer results (confusion matrices, pixel counts) and values computed by the same "
                 "formula from them; also the fixtures each side feeds its model."))
 _add(Tolerance(
+    "metric", atol=0.0, rtol=1e-14,
+    calibration="float64 metrics derived from identical integer confusion matrices: equal up to a few "
+                "ulps, because paddle's elementwise float64 division is not correctly rounded (measured: "
+                "30/1001 is one ulp below IEEE, torch and numpy are exact) and sums reduce in different "
+                "orders. A wrong formula is off by orders of magnitude more."))
+_add(Tolerance(
     "fp64", atol=1e-10, rtol=0.0,
     calibration="float64 end to end: correct twins agree to ~1e-13..1e-12; a BN epsilon bug in one layer "
                 "shows up around 1e-5, nine orders of magnitude above this bound."))

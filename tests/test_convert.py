@@ -160,10 +160,10 @@ def test_bad_input_fails_clearly_and_writes_nothing(kind, reference_files, tmp_p
 def test_twins_that_disagree_fail_verification_and_write_nothing(reference_files, tmp_path, monkeypatch):
     """An injected porting bug (BN epsilon 1e-3 in the paddle decoders) is caught by the float64
     check; the converted file is not written."""
-    import paddle_impl.models.factseg as pfactseg
+    import paddle_impl.models.semantic_fpn as psemantic
     from paddle_impl.ops import BatchNorm2D
 
-    monkeypatch.setattr(pfactseg, "norm_layer", lambda c: BatchNorm2D(c, epsilon=1e-3, momentum=0.9))
+    monkeypatch.setattr(psemantic, "norm_layer", lambda c: BatchNorm2D(c, epsilon=1e-3, momentum=0.9))
     dst = tmp_path / "bug.pdparams"
     with pytest.raises(core.ConversionError) as err:
         core.convert(rsport.get("factseg50"), "torch", reference_files["factseg50"]["torch"], dst, "tiny")

@@ -1,10 +1,11 @@
 """Registry entry of factseg50 (FactSeg, ResNet-50, iSAID)."""
 from rsport.registry import ModelSpec, register
-from rsport.rules import Rule
+from rsport.rules import Naming, Rule
 from rsport.zoo import IMAGENET_MEAN, IMAGENET_STD
 
-# PaddleRS (paddlers/rs_models/seg/factseg.py) names the FPN convs by list position.
-_PADDLERS_FPN = tuple(
+# PaddleRS's published factseg_isaid.pdparams names the FPN convs by list position (the reference
+# sheet); the PaddleRS source read for this port (commit 173fe43) uses our names already.
+PADDLERS_FPN = tuple(
     Rule(f"paddlers_fpn_{kind}", f"{{p}}.fpn_{kind}{{k:int}}.{{t}}", f"{{p}}.{kind}_blocks.{{k:int}}.{{t}}",
          offsets=(("k", -1),))
     for kind in ("inner", "layer"))
@@ -34,5 +35,5 @@ register(ModelSpec(
           "bifpn", "bi_decoder", "bi_cls"),
     reference="Junjue-Wang/FactSeg@d7e3f5ba (module/factseg.py, configs/isaid/factseg.py), "
               "Ma et al., FactSeg, IEEE TGRS 2021",
-    paddle_namings={"paddlers": _PADDLERS_FPN},
+    paddle_namings={"paddlers": Naming(PADDLERS_FPN, markers=(".inner_blocks.", ".layer_blocks."))},
 ))
