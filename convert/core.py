@@ -129,11 +129,7 @@ def convert(spec: ModelSpec, source_side: str, src: Path, dst: Path, variant: st
     if naming != "native":
         arrays, naming_notes = apply_naming(arrays, spec.paddle_namings[naming])
         notes.extend(naming_notes)
-    rules = spec.all_rules()
-    target_model = backend(target_side).build(spec, variant)
-    target = backend(target_side).schema(target_model)
-    plan = make_plan({k: (v.shape, str(v.dtype)) for k, v in arrays.items()}, target, rules,
-                     source_side, spec.ignore)
+    plan, target, rules = plan_for(spec, arrays, source_side, backend(target_side).build(spec, variant))
     if not plan.ok:
         title = f"{src} does not convert to {spec.name} ({variant}, {plan.direction})"
         raise ConversionError(format_report(plan, title, notes + hints_for(plan, spec.name, arrays)))
@@ -150,7 +146,7 @@ def convert(spec: ModelSpec, source_side: str, src: Path, dst: Path, variant: st
         result.seconds = round(time.perf_counter() - start, 2)
         dropped = {name: arrays[name] for name, _ in plan.dropped if arrays[name].size <= MAX_KEPT_SIZE}
         staged.write_json(result.manifest, manifest(spec, variant, result, src, tmp, dropped))
-        failed = [f"{dtype} {name}: max_abs {d['max_abs']:.3g} > {d['bound']:.3g}" + (f" ({d['problem']})" if d["problem"] else "")
+        failed = [f"{dtype} {name}: " + (d["problem"] or f"max_abs {d['max_abs']:.3g} > {d['bound']:.3g}")
                   for dtype, p in result.parity.items() for name, d in p["outputs"].items() if not d["passed"]]
         if failed:
             raise ConversionError(f"converted {spec.name} but the twins disagree, nothing written: "
@@ -159,11 +155,17 @@ def convert(spec: ModelSpec, source_side: str, src: Path, dst: Path, variant: st
     return result
 
 
-def translate(spec: ModelSpec, arrays: dict, source_side: str, target_model, naming: str = "native") -> dict:
-    """Map a state (name -> numpy) onto ``target_model``'s names with the spec's rules, strictly."""
+def plan_for(spec: ModelSpec, arrays: dict, source_side: str, target_model):
+    """The checked rename plan of a state (name -> numpy) onto ``target_model`` (other framework)."""
     target = backend(other(source_side)).schema(target_model)
     rules = spec.all_rules()
     plan = make_plan({k: (v.shape, str(v.dtype)) for k, v in arrays.items()}, target, rules, source_side, spec.ignore)
+    return plan, target, rules
+
+
+def translate(spec: ModelSpec, arrays: dict, source_side: str, target_model) -> dict:
+    """Map a state (name -> numpy) onto ``target_model``'s names with the spec's rules, strictly."""
+    plan, target, rules = plan_for(spec, arrays, source_side, target_model)
     if not plan.ok:
         raise ConversionError(format_report(plan, f"state does not map onto {spec.name}",
                                             hints_for(plan, spec.name, arrays)))
