@@ -121,7 +121,7 @@ class Context:
     # --- tolerances -------------------------------------------------------------------------
     def profile(self, kind: str):
         """The Tolerance for a kind of value, or None where this dtype does not judge it."""
-        name = KIND_PROFILES[self.dtype][kind]
+        name = self.spec.profile_overrides.get((self.dtype, kind), KIND_PROFILES[self.dtype][kind])
         if kind == "output" and name is None:
             name = self.spec.tolerance
         return tolerances.get(name) if name else None

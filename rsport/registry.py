@@ -36,6 +36,9 @@ class ModelSpec:
         taps: named submodules compared in forward order to localise a divergence.
         recipe: the original training recipe (SGD momentum, weight decay, global-norm clip,
             poly LR), used by the optimizer and train steps and by training.
+        profile_overrides: per-model tolerance overrides for the alignment harness,
+            ``{(dtype, kind): profile}``; the profile's calibration text records the measured
+            error and the reason.
     """
 
     name: str
@@ -60,6 +63,7 @@ class ModelSpec:
     align_input: tuple[int, int, int] = (2, 128, 128)
     taps: tuple[str, ...] = ()
     recipe: dict = field(default_factory=lambda: dict(DEFAULT_RECIPE))
+    profile_overrides: dict = field(default_factory=dict)
     ignore_index: int = 255
     rules: tuple[Rule, ...] = ()
     paddle_namings: dict[str, Naming] = field(default_factory=dict)
