@@ -6,6 +6,13 @@ relative and an x2 upsample differs from torch's float64 result by ~3e-6. That h
 porting bugs (a BN epsilon bug is ~1e-5) from the float64 proof. In float32 this module calls
 the native kernel unchanged (what users run and export); in float64 it interpolates explicitly
 with float64 coordinates, following torch's formula: src = dst * (in-1)/(out-1).
+
+The same holds for ``align_corners=False`` bilinear and bicubic whenever in/out is not a dyadic
+fraction (paddle 3.3.1, float64: bilinear 3 -> 5 off by 2.4e-7, 1 -> 3 by 9.5e-9; bicubic 16 ->
+14 by 3.5e-6, 16 -> 6 by 2.0e-6; exact for ratios such as 2, 4, 3/4). In float64 ``interpolate``
+therefore applies torch's per-axis weights as float64 matrices: src = (dst + 0.5) * in/out - 0.5,
+clamped at 0 for bilinear; bicubic with torch's non-antialiased coefficient A = -0.75 and
+border-clamped taps.
 """
 import math
 
@@ -31,12 +38,63 @@ def _lerp_axis(x, axis, size_out):
     return paddle.index_select(x, lo, axis=axis) * (1 - frac) + paddle.index_select(x, hi, axis=axis) * frac
 
 
-def interpolate(x, scale_factor, mode, align_corners):
-    """``F.interpolate`` with float64-exact bilinear align_corners=True (NCHW)."""
-    if mode == "bilinear" and align_corners and x.dtype == paddle.float64:
-        height, width = (int(np.floor(s * scale_factor)) for s in x.shape[2:])
-        return _lerp_axis(_lerp_axis(x, 2, height), 3, width)
-    return F.interpolate(x, scale_factor=scale_factor, mode=mode, align_corners=align_corners)
+CUBIC_A = -0.75  # torch's upsample_bicubic2d without antialias
+
+
+def _cubic_weights(t):
+    """Weights of the taps at floor(src) - 1 .. floor(src) + 2 for fractional offsets ``t``."""
+    a = CUBIC_A
+
+    def near(d):  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d):  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
+
+
+def _resample_matrix(size_in, size_out, mode, scale):
+    """[size_out, size_in] float64 weights of torch's align_corners=False bilinear/bicubic."""
+    src = (np.arange(size_out, dtype=np.float64) + 0.5) * scale - 0.5
+    rows = np.arange(size_out)
+    mat = np.zeros((size_out, size_in))
+    if mode == "bilinear":
+        src = np.maximum(src, 0.0)
+        lo = np.floor(src).astype(np.int64)
+        frac = src - lo
+        np.add.at(mat, (rows, lo), 1 - frac)
+        np.add.at(mat, (rows, np.minimum(lo + 1, size_in - 1)), frac)
+    else:
+        lo = np.floor(src).astype(np.int64)
+        for k, weight in enumerate(_cubic_weights(src - lo)):
+            np.add.at(mat, (rows, np.clip(lo - 1 + k, 0, size_in - 1)), weight)
+    return mat
+
+
+def _resample(x, size, mode, scale_factor):
+    """NCHW resampling through two float64 weight matrices (H, then W)."""
+    (height, width), (size_h, size_w) = x.shape[2:], size
+    scale_h, scale_w = ((1.0 / scale_factor,) * 2 if scale_factor is not None
+                        else (height / size_h, width / size_w))
+    rows = paddle.to_tensor(_resample_matrix(height, size_h, mode, scale_h), dtype=x.dtype)
+    cols = paddle.to_tensor(_resample_matrix(width, size_w, mode, scale_w).T, dtype=x.dtype)
+    return paddle.matmul(paddle.matmul(rows, x), cols)
+
+
+def interpolate(x, scale_factor=None, mode="bilinear", align_corners=False, size=None):
+    """``F.interpolate`` (NCHW, ``size`` or ``scale_factor``), float64-exact for bilinear with
+    align_corners=True and for bilinear/bicubic with align_corners=False; float32 and the other
+    modes call the native kernel (align_mode=0, torch's convention)."""
+    if x.dtype == paddle.float64 and mode in ("bilinear", "bicubic"):
+        out_size = list(size) if size is not None else [int(np.floor(s * scale_factor)) for s in x.shape[2:]]
+        if mode == "bilinear" and align_corners:
+            return _lerp_axis(_lerp_axis(x, 2, out_size[0]), 3, out_size[1])
+        if not align_corners:
+            return _resample(x, out_size, mode, None if size is not None else scale_factor)
+    if size is not None:
+        return F.interpolate(x, size=list(size), mode=mode, align_corners=align_corners, align_mode=0)
+    return F.interpolate(x, scale_factor=scale_factor, mode=mode, align_corners=align_corners, align_mode=0)
 
 
 class Upsample(nn.Layer):
@@ -83,10 +141,14 @@ def clip_grad_norm_(params, max_norm):
     """torch.nn.utils.clip_grad_norm_ in paddle: scale every gradient by
     min(1, max_norm / (global L2 norm + 1e-6)). paddle.nn.ClipGradByGlobalNorm divides by
     max(norm, max_norm) instead (no 1e-6), which differs by ~1e-8 relative in float64.
+    Per-tensor norms accumulate in float64: paddle 3.3.1's float32 ``linalg.norm`` sums naively
+    and is off by 0.78% on an 11M-element tensor (torch: 0.036%), which moved every clipped
+    update of vit_s16_upernet by far more than float32 noise.
     Returns the global norm before clipping."""
     grads = [p.grad for p in params if p.grad is not None]
     with paddle.no_grad():
-        total = paddle.linalg.norm(paddle.stack([paddle.linalg.norm(g.flatten()) for g in grads]))
+        norms = [paddle.linalg.norm(g.flatten().astype("float64")).astype(g.dtype) for g in grads]
+        total = paddle.linalg.norm(paddle.stack(norms))
         coef = paddle.clip(max_norm / (total + 1e-6), max=1.0)
         for g in grads:
             g.multiply_(coef)

@@ -127,3 +127,45 @@ def test_paddle_bilinear_upstream_behaviour_still_needs_the_fix():
     ours = interpolate(paddle.to_tensor(x), 2.0, "bilinear", True).numpy()
     assert np.abs(stock - expected).max() > 1e-8
     assert np.abs(ours - expected).max() < 1e-14
+
+
+@pytest.mark.parametrize("mode, size_in, size_out", [("bilinear", 3, 5), ("bilinear", 1, 3), ("bicubic", 16, 14),
+                                                     ("bicubic", 16, 6)])
+def test_paddle_align_corners_false_upstream_behaviour_still_needs_the_fix(mode, size_in, size_out):
+    """ops.interpolate's float64 path for align_corners=False exists because stock paddle maps
+    coordinates with a float32 ratio when in/out is not dyadic (vit_s16_upernet's UPerHead and
+    pos_embed resampling). If upstream fixes it, this fails: drop the workaround."""
+    from paddle_impl.ops import interpolate
+
+    x = np.random.default_rng(0).normal(size=(1, 2, size_in, size_in))
+    expected = torch.nn.functional.interpolate(torch.from_numpy(x), size=(size_out, size_out), mode=mode,
+                                               align_corners=False).numpy()
+    stock = paddle.nn.functional.interpolate(paddle.to_tensor(x), size=[size_out, size_out], mode=mode,
+                                             align_corners=False, align_mode=0).numpy()
+    ours = interpolate(paddle.to_tensor(x), mode=mode, align_corners=False, size=(size_out, size_out)).numpy()
+    assert np.abs(stock - expected).max() > 1e-9
+    assert np.abs(ours - expected).max() < 1e-14
+
+
+def test_paddle_layernorm_epsilon_upstream_behaviour_still_needs_float32_eps():
+    """Paddle applies the LayerNorm epsilon in float32 even for float64 tensors, so the twins use
+    LN_EPS = float32(1e-6). If upstream changes, this fails: re-check LN_EPS."""
+    from torch_ref.models.vit_upernet import LN_EPS
+
+    x = np.random.default_rng(0).normal(size=(2, 5, 64)) * 0.01  # small variance: eps matters
+    def torch_ln(eps):
+        return torch.nn.functional.layer_norm(torch.from_numpy(x), (64,), eps=eps).numpy()
+    stock = paddle.nn.functional.layer_norm(paddle.to_tensor(x), 64, epsilon=1e-6).numpy()
+    assert np.abs(stock - torch_ln(1e-6)).max() > 1e-12
+    assert np.abs(stock - torch_ln(LN_EPS)).max() < 1e-13
+
+
+def test_paddle_float32_norm_upstream_behaviour_still_needs_float64_accumulation():
+    """ops.clip_grad_norm_ accumulates per-tensor norms in float64 because stock paddle's float32
+    norm of a large tensor (vit_s16_upernet's 11M-element bottleneck conv) is off by ~1e-2
+    relative, torch's by ~4e-4. If upstream fixes it, this fails: re-check clip_grad_norm_."""
+    g = np.random.default_rng(0).standard_normal(11_206_656).astype(np.float32)
+    truth = np.sqrt((g.astype(np.float64) ** 2).sum())
+    stock = float(paddle.linalg.norm(paddle.to_tensor(g)))
+    assert abs(stock - truth) / truth > 1e-3
+    assert abs(float(torch.linalg.vector_norm(torch.from_numpy(g))) - truth) / truth < 1e-3
