@@ -57,8 +57,8 @@ def test_train_outputs_loss_and_every_gradient(name):
     spec, tmodel, pmodel = twins(name)
     x = fixture(spec)
     labels = label_batch(spec, (x.shape[0], *x.shape[2:]), seed=3)
-    tmodel.train()
-    pmodel.train()
+    TB.train_mode(tmodel)
+    PB.train_mode(pmodel)
     touts = tmodel(torch.from_numpy(x))
     pouts = pmodel(paddle.to_tensor(x))
     assert len(touts) == len(pouts) == len(spec.train_outputs)
@@ -80,8 +80,8 @@ def test_bn_running_statistics_update_like_torch(name):
     torch 0.1, unbiased variance): the eval output after it still agrees in float64."""
     spec, tmodel, pmodel = twins(name)
     x = fixture(spec, seed=5)
-    tmodel.train()
-    pmodel.train()
+    TB.train_mode(tmodel)
+    PB.train_mode(pmodel)
     with torch.no_grad():
         tmodel(torch.from_numpy(x))
     with paddle.no_grad():
@@ -127,3 +127,29 @@ def test_paddle_bilinear_upstream_behaviour_still_needs_the_fix():
     ours = interpolate(paddle.to_tensor(x), 2.0, "bilinear", True).numpy()
     assert np.abs(stock - expected).max() > 1e-8
     assert np.abs(ours - expected).max() < 1e-14
+
+
+def test_paddle_half_pixel_bilinear_upstream_behaviour_still_needs_the_fix():
+    """paddle_impl/ops.interpolate also covers align_corners=False (half-pixel, ``size=``): stock
+    paddle computes the in/out ratio in float32 on float64 tensors, exact only for powers of two
+    (UperNet resizes PPM and FPN levels to arbitrary sizes). If upstream fixes it, this fails."""
+    from paddle_impl.ops import interpolate
+
+    x = np.random.default_rng(0).normal(size=(1, 2, 5, 5))
+    expected = torch.nn.functional.interpolate(torch.from_numpy(x), size=(27, 27), mode="bilinear",
+                                               align_corners=False).numpy()
+    stock = paddle.nn.functional.interpolate(paddle.to_tensor(x), size=[27, 27], mode="bilinear",
+                                             align_corners=False, align_mode=0).numpy()
+    ours = interpolate(paddle.to_tensor(x), size=(27, 27), mode="bilinear", align_corners=False).numpy()
+    assert np.abs(stock - expected).max() > 1e-8
+    assert np.abs(ours - expected).max() < 1e-14
+
+
+def test_paddle_adaptive_average_pooling_matches_torch_bins():
+    """PPM relies on adaptive average pooling with torch's bins (floor(i*H/s) .. ceil((i+1)*H/s),
+    overlapping when s does not divide H). Paddle's kernel uses the same bins: no fix needed."""
+    x = np.random.default_rng(0).normal(size=(2, 3, 7, 11))
+    for scale in (1, 2, 3, 6):
+        expected = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x), scale).numpy()
+        actual = paddle.nn.functional.adaptive_avg_pool2d(paddle.to_tensor(x), scale).numpy()
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-15)
