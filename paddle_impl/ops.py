@@ -68,6 +68,35 @@ class Upsample(nn.Layer):
         return interpolate(x, self.scale_factor, self.mode, self.align_corners)
 
 
+def _pool_matrix(size_in, size_out, dtype):
+    """[size_out, size_in] averaging weights of torch's adaptive bins
+    floor(i * in / out) .. ceil((i + 1) * in / out), which may overlap."""
+    weights = np.zeros((size_out, size_in))
+    for i in range(size_out):
+        start, end = (i * size_in) // size_out, -(-(i + 1) * size_in // size_out)
+        weights[i, start:end] = 1.0 / (end - start)
+    return paddle.to_tensor(weights, dtype=dtype)
+
+
+class AdaptiveAvgPool2D(nn.AdaptiveAvgPool2D):
+    """``nn.AdaptiveAvgPool2D`` whose float64 BACKWARD is exact.
+
+    Measured on paddle 3.3.1 (CPU): the forward uses torch's bins and agrees to 1e-16, but the
+    backward scales by 1/(bin area) in float32 on float64 tensors: a 7x6 map pooled to 3x3 gets
+    gradients off by 2e-8 (UperNet's PPM; every backbone gradient inherits ~1e-8 relative). In
+    float64 the pooling is two matmuls with float64 bin weights (exact backward); float32 runs
+    the native kernel."""
+
+    def forward(self, x):
+        if x.dtype != paddle.float64:
+            return super().forward(x)
+        size = self._output_size
+        out_h, out_w = (size, size) if isinstance(size, int) else size
+        rows = _pool_matrix(x.shape[2], out_h, x.dtype)
+        cols = _pool_matrix(x.shape[3], out_w, x.dtype)
+        return paddle.matmul(paddle.matmul(rows, x), cols, transpose_y=True)
+
+
 class BatchNorm2D(nn.BatchNorm2D):
     """``nn.BatchNorm2D`` whose running statistics follow torch's update exactly.
 
@@ -99,10 +128,14 @@ def clip_grad_norm_(params, max_norm):
     """torch.nn.utils.clip_grad_norm_ in paddle: scale every gradient by
     min(1, max_norm / (global L2 norm + 1e-6)). paddle.nn.ClipGradByGlobalNorm divides by
     max(norm, max_norm) instead (no 1e-6), which differs by ~1e-8 relative in float64.
+    Each tensor's norm is accumulated in float64: paddle's float32 ``linalg.norm`` loses 2% on a
+    tensor of 19M elements (measured: 36.60 for an exact 37.35; torch's float32 norm 37.32), so a
+    model with large convs (UperNet's bottleneck, 512x4096x3x3) was clipped 2% differently.
     Returns the global norm before clipping."""
     grads = [p.grad for p in params if p.grad is not None]
     with paddle.no_grad():
-        total = paddle.linalg.norm(paddle.stack([paddle.linalg.norm(g.flatten()) for g in grads]))
+        norms = [paddle.linalg.norm(g.flatten().astype("float64")).astype(g.dtype) for g in grads]
+        total = paddle.linalg.norm(paddle.stack(norms))
         coef = paddle.clip(max_norm / (total + 1e-6), max=1.0)
         for g in grads:
             g.multiply_(coef)

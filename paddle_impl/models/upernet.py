@@ -26,7 +26,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddle_impl.models.resnet import ResNet, norm_layer
-from paddle_impl.ops import interpolate  # FRAMEWORK-DIFF: float64-exact bilinear (paddle_impl/ops.py)
+from paddle_impl.ops import AdaptiveAvgPool2D, interpolate  # FRAMEWORK-DIFF: float64-exact bilinear and pooling backward (paddle_impl/ops.py)
 
 FLOAT32_EPS = 1.1920928955078125e-07  # torch.finfo(torch.float32).eps, mmseg's guard against 0 pixels
 
@@ -56,7 +56,7 @@ class PPM(nn.LayerList):
     possibly overlapping) and a 1x1 ConvModule, resized back to the input size."""
 
     def __init__(self, pool_scales, in_channels, channels, align_corners):
-        super().__init__([nn.Sequential(nn.AdaptiveAvgPool2D(output_size=scale), ConvModule(in_channels, channels, 1))
+        super().__init__([nn.Sequential(AdaptiveAvgPool2D(output_size=scale), ConvModule(in_channels, channels, 1))  # FRAMEWORK-DIFF: paddle_impl/ops.py, float64-exact backward
                           for scale in pool_scales])
         self.align_corners = align_corners
 

@@ -55,7 +55,7 @@ class PPM(nn.ModuleList):
     possibly overlapping) and a 1x1 ConvModule, resized back to the input size."""
 
     def __init__(self, pool_scales, in_channels, channels, align_corners):
-        super().__init__([nn.Sequential(nn.AdaptiveAvgPool2d(output_size=scale), ConvModule(in_channels, channels, 1))
+        super().__init__([nn.Sequential(nn.AdaptiveAvgPool2d(output_size=scale), ConvModule(in_channels, channels, 1))  # FRAMEWORK-DIFF: paddle_impl/ops.py, float64-exact backward
                           for scale in pool_scales])
         self.align_corners = align_corners
 
