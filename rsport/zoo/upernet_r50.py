@@ -25,7 +25,7 @@ register(ModelSpec(
     eval_outputs=("prob",),
     train_outputs=("seg_logit", "aux_logit"),
     tolerance="fp32_prob",
-    align_input=(2, 64, 64),
+    align_input=(2, 96, 128),
     taps=("backbone.conv1", "backbone.bn1", "backbone.layer1", "backbone.layer2", "backbone.layer3",
           "backbone.layer4", "decode_head.lateral_convs.0", "decode_head.lateral_convs.1",
           "decode_head.lateral_convs.2", "decode_head.psp_modules", "decode_head.bottleneck",
