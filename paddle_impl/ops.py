@@ -7,12 +7,12 @@ porting bugs (a BN epsilon bug is ~1e-5) from the float64 proof. In float32 this
 the native kernel unchanged (what users run and export); in float64 it interpolates explicitly
 with float64 coordinates, following torch's formula: src = dst * (in-1)/(out-1).
 
-The same holds for ``align_corners=False`` bilinear and bicubic whenever in/out is not a dyadic
-fraction (paddle 3.3.1, float64: bilinear 3 -> 5 off by 2.4e-7, 1 -> 3 by 9.5e-9; bicubic 16 ->
-14 by 3.5e-6, 16 -> 6 by 2.0e-6; exact for ratios such as 2, 4, 3/4). In float64 ``interpolate``
-therefore applies torch's per-axis weights as float64 matrices: src = (dst + 0.5) * in/out - 0.5,
-clamped at 0 for bilinear; bicubic with torch's non-antialiased coefficient A = -0.75 and
-border-clamped taps.
+The same holds for ``align_corners=False`` (half-pixel centres, paddle ``align_mode=0``) bilinear
+and bicubic whenever in/out is not a dyadic fraction: paddle computes the ratio in float32 on
+float64 tensors (paddle 3.3.1, float64: bilinear 5 -> 27 off by 1.1e-6, 3 -> 5 by 2.4e-7; bicubic
+16 -> 14 by 3.5e-6). In float64 ``interpolate`` follows torch: bilinear src = max(0, (dst + 0.5) *
+scale - 0.5) with scale = in/out (``size``) or 1/scale_factor; bicubic through float64 weight
+matrices with torch's non-antialiased coefficient A = -0.75 and border-clamped taps.
 """
 import math
 
@@ -22,16 +22,20 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 
-def _axis_weights(size_in, size_out):
-    scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
-    pos = np.arange(size_out, dtype=np.float64) * scale
+def _axis_weights(size_in, size_out, align_corners, scale_factor=None):
+    dst = np.arange(size_out, dtype=np.float64)
+    if align_corners:
+        pos = dst * ((size_in - 1) / (size_out - 1) if size_out > 1 else 0.0)
+    else:
+        scale = 1.0 / scale_factor if scale_factor else size_in / size_out
+        pos = np.maximum((dst + 0.5) * scale - 0.5, 0.0)
     lo = np.minimum(np.floor(pos).astype(np.int64), size_in - 1)
     hi = np.minimum(lo + 1, size_in - 1)
     return paddle.to_tensor(lo), paddle.to_tensor(hi), pos - lo
 
 
-def _lerp_axis(x, axis, size_out):
-    lo, hi, frac = _axis_weights(x.shape[axis], size_out)
+def _lerp_axis(x, axis, size_out, align_corners, scale_factor=None):
+    lo, hi, frac = _axis_weights(x.shape[axis], size_out, align_corners, scale_factor)
     shape = [1] * x.ndim
     shape[axis] = size_out
     frac = paddle.to_tensor(frac.reshape(shape), dtype=x.dtype)
@@ -54,44 +58,37 @@ def _cubic_weights(t):
     return [far(t + 1), near(t), near(1 - t), far(2 - t)]
 
 
-def _resample_matrix(size_in, size_out, mode, scale):
-    """[size_out, size_in] float64 weights of torch's align_corners=False bilinear/bicubic."""
+def _bicubic_matrix(size_in, size_out, scale):
+    """[size_out, size_in] float64 weights of torch's align_corners=False bicubic."""
     src = (np.arange(size_out, dtype=np.float64) + 0.5) * scale - 0.5
     rows = np.arange(size_out)
     mat = np.zeros((size_out, size_in))
-    if mode == "bilinear":
-        src = np.maximum(src, 0.0)
-        lo = np.floor(src).astype(np.int64)
-        frac = src - lo
-        np.add.at(mat, (rows, lo), 1 - frac)
-        np.add.at(mat, (rows, np.minimum(lo + 1, size_in - 1)), frac)
-    else:
-        lo = np.floor(src).astype(np.int64)
-        for k, weight in enumerate(_cubic_weights(src - lo)):
-            np.add.at(mat, (rows, np.clip(lo - 1 + k, 0, size_in - 1)), weight)
+    lo = np.floor(src).astype(np.int64)
+    for k, weight in enumerate(_cubic_weights(src - lo)):
+        np.add.at(mat, (rows, np.clip(lo - 1 + k, 0, size_in - 1)), weight)
     return mat
 
 
-def _resample(x, size, mode, scale_factor):
-    """NCHW resampling through two float64 weight matrices (H, then W)."""
+def _bicubic(x, size, scale_factor):
+    """NCHW bicubic resampling through two float64 weight matrices (H, then W)."""
     (height, width), (size_h, size_w) = x.shape[2:], size
     scale_h, scale_w = ((1.0 / scale_factor,) * 2 if scale_factor is not None
                         else (height / size_h, width / size_w))
-    rows = paddle.to_tensor(_resample_matrix(height, size_h, mode, scale_h), dtype=x.dtype)
-    cols = paddle.to_tensor(_resample_matrix(width, size_w, mode, scale_w).T, dtype=x.dtype)
+    rows = paddle.to_tensor(_bicubic_matrix(height, size_h, scale_h), dtype=x.dtype)
+    cols = paddle.to_tensor(_bicubic_matrix(width, size_w, scale_w).T, dtype=x.dtype)
     return paddle.matmul(paddle.matmul(rows, x), cols)
 
 
-def interpolate(x, scale_factor=None, mode="bilinear", align_corners=False, size=None):
-    """``F.interpolate`` (NCHW, ``size`` or ``scale_factor``), float64-exact for bilinear with
-    align_corners=True and for bilinear/bicubic with align_corners=False; float32 and the other
-    modes call the native kernel (align_mode=0, torch's convention)."""
-    if x.dtype == paddle.float64 and mode in ("bilinear", "bicubic"):
+def interpolate(x, scale_factor=None, mode="nearest", align_corners=False, size=None):
+    """``F.interpolate`` (NCHW, ``size`` or ``scale_factor``), float64-exact for bilinear (both
+    ``align_corners``) and bicubic (align_corners=False); float32 and the other modes call the
+    native kernel with torch's half-pixel convention (``align_mode=0``)."""
+    if x.dtype == paddle.float64 and (mode == "bilinear" or (mode == "bicubic" and not align_corners)):
         out_size = list(size) if size is not None else [int(np.floor(s * scale_factor)) for s in x.shape[2:]]
-        if mode == "bilinear" and align_corners:
-            return _lerp_axis(_lerp_axis(x, 2, out_size[0]), 3, out_size[1])
-        if not align_corners:
-            return _resample(x, out_size, mode, None if size is not None else scale_factor)
+        step = None if size is not None else scale_factor
+        if mode == "bicubic":
+            return _bicubic(x, out_size, step)
+        return _lerp_axis(_lerp_axis(x, 2, out_size[0], align_corners, step), 3, out_size[1], align_corners, step)
     if size is not None:
         return F.interpolate(x, size=list(size), mode=mode, align_corners=align_corners, align_mode=0)
     return F.interpolate(x, scale_factor=scale_factor, mode=mode, align_corners=align_corners, align_mode=0)
@@ -108,6 +105,35 @@ class Upsample(nn.Layer):
 
     def forward(self, x):
         return interpolate(x, self.scale_factor, self.mode, self.align_corners)
+
+
+def _pool_matrix(size_in, size_out, dtype):
+    """[size_out, size_in] averaging weights of torch's adaptive bins
+    floor(i * in / out) .. ceil((i + 1) * in / out), which may overlap."""
+    weights = np.zeros((size_out, size_in))
+    for i in range(size_out):
+        start, end = (i * size_in) // size_out, -(-(i + 1) * size_in // size_out)
+        weights[i, start:end] = 1.0 / (end - start)
+    return paddle.to_tensor(weights, dtype=dtype)
+
+
+class AdaptiveAvgPool2D(nn.AdaptiveAvgPool2D):
+    """``nn.AdaptiveAvgPool2D`` whose float64 BACKWARD is exact.
+
+    Measured on paddle 3.3.1 (CPU): the forward uses torch's bins and agrees to 1e-16, but the
+    backward scales by 1/(bin area) in float32 on float64 tensors: a 7x6 map pooled to 3x3 gets
+    gradients off by 2e-8 (UperNet's PPM; every backbone gradient inherits ~1e-8 relative). In
+    float64 the pooling is two matmuls with float64 bin weights (exact backward); float32 runs
+    the native kernel."""
+
+    def forward(self, x):
+        if x.dtype != paddle.float64:
+            return super().forward(x)
+        size = self._output_size
+        out_h, out_w = (size, size) if isinstance(size, int) else size
+        rows = _pool_matrix(x.shape[2], out_h, x.dtype)
+        cols = _pool_matrix(x.shape[3], out_w, x.dtype)
+        return paddle.matmul(paddle.matmul(rows, x), cols, transpose_y=True)
 
 
 class BatchNorm2D(nn.BatchNorm2D):
@@ -141,9 +167,9 @@ def clip_grad_norm_(params, max_norm):
     """torch.nn.utils.clip_grad_norm_ in paddle: scale every gradient by
     min(1, max_norm / (global L2 norm + 1e-6)). paddle.nn.ClipGradByGlobalNorm divides by
     max(norm, max_norm) instead (no 1e-6), which differs by ~1e-8 relative in float64.
-    Per-tensor norms accumulate in float64: paddle 3.3.1's float32 ``linalg.norm`` sums naively
-    and is off by 0.78% on an 11M-element tensor (torch: 0.036%), which moved every clipped
-    update of vit_s16_upernet by far more than float32 noise.
+    Each tensor's norm is accumulated in float64: paddle 3.3.1's float32 ``linalg.norm`` sums
+    naively and loses 0.78% on an 11M-element tensor and 2% on a 19M-element one (torch: 0.04% and
+    0.1%), which moved clipped updates of vit_s16_upernet and upernet_r50 far beyond float32 noise.
     Returns the global norm before clipping."""
     grads = [p.grad for p in params if p.grad is not None]
     with paddle.no_grad():

@@ -57,8 +57,8 @@ def test_train_outputs_loss_and_every_gradient(name):
     spec, tmodel, pmodel = twins(name)
     x = fixture(spec)
     labels = label_batch(spec, (x.shape[0], *x.shape[2:]), seed=3)
-    tmodel.train()
-    pmodel.train()
+    TB.train_mode(tmodel)
+    PB.train_mode(pmodel)
     touts = tmodel(torch.from_numpy(x))
     pouts = pmodel(paddle.to_tensor(x))
     assert len(touts) == len(pouts) == len(spec.train_outputs)
@@ -80,8 +80,8 @@ def test_bn_running_statistics_update_like_torch(name):
     torch 0.1, unbiased variance): the eval output after it still agrees in float64."""
     spec, tmodel, pmodel = twins(name)
     x = fixture(spec, seed=5)
-    tmodel.train()
-    pmodel.train()
+    TB.train_mode(tmodel)
+    PB.train_mode(pmodel)
     with torch.no_grad():
         tmodel(torch.from_numpy(x))
     with paddle.no_grad():
@@ -129,12 +129,12 @@ def test_paddle_bilinear_upstream_behaviour_still_needs_the_fix():
     assert np.abs(ours - expected).max() < 1e-14
 
 
-@pytest.mark.parametrize("mode, size_in, size_out", [("bilinear", 3, 5), ("bilinear", 1, 3), ("bicubic", 16, 14),
-                                                     ("bicubic", 16, 6)])
+@pytest.mark.parametrize("mode, size_in, size_out", [("bilinear", 3, 5), ("bilinear", 1, 3), ("bilinear", 5, 27),
+                                                     ("bicubic", 16, 14), ("bicubic", 16, 6)])
 def test_paddle_align_corners_false_upstream_behaviour_still_needs_the_fix(mode, size_in, size_out):
     """ops.interpolate's float64 path for align_corners=False exists because stock paddle maps
-    coordinates with a float32 ratio when in/out is not dyadic (vit_s16_upernet's UPerHead and
-    pos_embed resampling). If upstream fixes it, this fails: drop the workaround."""
+    coordinates with a float32 ratio when in/out is not dyadic (UPerHead resizes, vit's pos_embed
+    resampling). If upstream fixes it, this fails: drop the workaround."""
     from paddle_impl.ops import interpolate
 
     x = np.random.default_rng(0).normal(size=(1, 2, size_in, size_in))
@@ -160,12 +160,37 @@ def test_paddle_layernorm_epsilon_upstream_behaviour_still_needs_float32_eps():
     assert np.abs(stock - torch_ln(LN_EPS)).max() < 1e-13
 
 
-def test_paddle_float32_norm_upstream_behaviour_still_needs_float64_accumulation():
-    """ops.clip_grad_norm_ accumulates per-tensor norms in float64 because stock paddle's float32
-    norm of a large tensor (vit_s16_upernet's 11M-element bottleneck conv) is off by ~1e-2
-    relative, torch's by ~4e-4. If upstream fixes it, this fails: re-check clip_grad_norm_."""
-    g = np.random.default_rng(0).standard_normal(11_206_656).astype(np.float32)
-    truth = np.sqrt((g.astype(np.float64) ** 2).sum())
-    stock = float(paddle.linalg.norm(paddle.to_tensor(g)))
-    assert abs(stock - truth) / truth > 1e-3
-    assert abs(float(torch.linalg.vector_norm(torch.from_numpy(g))) - truth) / truth < 1e-3
+def test_paddle_adaptive_pool_backward_upstream_behaviour_still_needs_the_fix():
+    """PPM's adaptive average pooling: paddle's forward uses torch's (overlapping) bins, but its
+    float64 backward scales by a float32 1/(bin area). ops.AdaptiveAvgPool2D is exact in float64.
+    If upstream fixes the backward, this fails: drop the workaround."""
+    from paddle_impl.ops import AdaptiveAvgPool2D
+
+    rng = np.random.default_rng(0)
+    x, grad_out = rng.normal(size=(2, 3, 7, 6)), rng.normal(size=(2, 3, 3, 3))
+    tx = torch.from_numpy(x).requires_grad_()
+    expected = torch.nn.functional.adaptive_avg_pool2d(tx, 3)
+    expected.backward(torch.from_numpy(grad_out))
+    results = {}
+    for name, layer in (("stock", paddle.nn.AdaptiveAvgPool2D(output_size=3)), ("ours", AdaptiveAvgPool2D(output_size=3))):
+        px = paddle.to_tensor(x, stop_gradient=False)
+        out = layer(px)
+        out.backward(paddle.to_tensor(grad_out))
+        np.testing.assert_allclose(out.numpy(), expected.detach().numpy(), rtol=0, atol=1e-15)
+        results[name] = np.abs(px.grad.numpy() - tx.grad.numpy()).max()
+    assert results["stock"] > 1e-10
+    assert results["ours"] < 1e-15
+
+
+def test_paddle_float32_norm_upstream_behaviour_still_needs_the_fix():
+    """ops.clip_grad_norm_ accumulates each tensor's norm in float64 because paddle's float32
+    linalg.norm drifts on large tensors (2% at 19M elements). If upstream fixes it, this fails."""
+    g = (np.random.default_rng(1).standard_normal(512 * 4096 * 9) * 8.6e-3).astype(np.float32)
+    exact = np.linalg.norm(g.astype(np.float64))
+    assert abs(float(paddle.linalg.norm(paddle.to_tensor(g))) / exact - 1) > 1e-3
+    from types import SimpleNamespace
+
+    from paddle_impl.ops import clip_grad_norm_
+
+    total = clip_grad_norm_([SimpleNamespace(grad=paddle.to_tensor(g))], max_norm=1e9)  # reads .grad only
+    assert abs(float(total) / exact - 1) < 1e-6

@@ -21,6 +21,8 @@ LAYER_TYPES = (  # FRAMEWORK-DIFF: layer classes
     (nn.Embedding, "Embedding"),
 )
 
+DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)  # FRAMEWORK-DIFF: layer classes
+
 
 class StateError(ValueError):
     """A state dict does not fit a model."""
@@ -139,9 +141,20 @@ def capture(model, spec: ModelSpec, x: np.ndarray, names, keep: bool = True):
     return outputs, taps
 
 
-def train_pass(model, spec: ModelSpec, loss_fn, x: np.ndarray, label: np.ndarray):
-    """Train-mode forward, the model's loss and backward: (outputs, loss, grads by name)."""
+def train_mode(model):
+    """Train mode (batch-statistics BN, running statistics updated) with every dropout layer off:
+    dropout draws from each framework's own RNG, so twins are compared with it off, as in
+    Paddle's reproduction guide. Returns the model."""
     model.train()
+    for layer in model.modules():
+        if isinstance(layer, DROPOUT_TYPES):
+            layer.eval()
+    return model
+
+
+def train_pass(model, spec: ModelSpec, loss_fn, x: np.ndarray, label: np.ndarray):
+    """Train-mode forward (dropout off), the model's loss and backward: (outputs, loss, grads by name)."""
+    train_mode(model)
     for p in model.parameters():
         p.grad = None  # FRAMEWORK-DIFF: clear gradients
     outputs = model(torch.from_numpy(x))
@@ -156,7 +169,7 @@ def train_iterations(model, spec: ModelSpec, loss_fn, batches, recipe):
     """The training loop on fixed batches: loss_i and lr_i per iteration, then the state."""
     from torch_ref.recipe import Recipe
 
-    model.train()
+    train_mode(model)
     opt = Recipe(model, recipe)
     losses, lrs = [], []
     for x, label in batches:
