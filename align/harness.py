@@ -24,7 +24,10 @@ from rsport.rules import PADDLE, TORCH
 STEPS = ("data", "forward", "metric", "loss", "backward", "optimizer", "train")
 DTYPES = ("float32", "float64")
 FIXTURE_SEED = 2024
-TRAIN_ITERS = 3             # K iterations of the train step (fixed, distinct batches)
+# K iterations of the train step, on fixed distinct batches: two, the reproduction guide's minimum.
+# From the third on, training's own chaos dominates float64 (upernet_r50: torch alone moves loss_3
+# by 4.9e-9 after a 1e-15 relative weight perturbation), so no port could meet 1e-10 there.
+TRAIN_ITERS = 2
 OPTIMIZER_STEPS = 3         # k steps of the optimizer step
 # Global gradient norm of each optimizer-step fixture, in units of the recipe's clip norm: the
 # first and last steps are clipped, the middle one is not.
