@@ -6,6 +6,10 @@ relative and an x2 upsample differs from torch's float64 result by ~3e-6. That h
 porting bugs (a BN epsilon bug is ~1e-5) from the float64 proof. In float32 this module calls
 the native kernel unchanged (what users run and export); in float64 it interpolates explicitly
 with float64 coordinates, following torch's formula: src = dst * (in-1)/(out-1).
+The same holds for ``align_corners=False`` (``align_mode=0``) whenever in/out is not exact in
+float32: resizing 7 -> 13 differs from torch by 1.9e-6, 16 -> 62 by 3.9e-6 (power-of-two ratios
+are exact). In float64 that case follows torch's half-pixel formula: src = max(0, (dst + 0.5) *
+scale - 0.5) with scale = in/out for a given ``size`` and 1/scale_factor otherwise.
 """
 import math
 
@@ -15,28 +19,38 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 
-def _axis_weights(size_in, size_out):
-    scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
-    pos = np.arange(size_out, dtype=np.float64) * scale
+def _axis_weights(size_in, size_out, align_corners, scale_factor=None):
+    pos = np.arange(size_out, dtype=np.float64)
+    if align_corners:
+        pos = pos * ((size_in - 1) / (size_out - 1) if size_out > 1 else 0.0)
+    else:
+        scale = 1.0 / scale_factor if scale_factor else size_in / size_out
+        pos = np.maximum((pos + 0.5) * scale - 0.5, 0.0)
     lo = np.minimum(np.floor(pos).astype(np.int64), size_in - 1)
     hi = np.minimum(lo + 1, size_in - 1)
     return paddle.to_tensor(lo), paddle.to_tensor(hi), pos - lo
 
 
-def _lerp_axis(x, axis, size_out):
-    lo, hi, frac = _axis_weights(x.shape[axis], size_out)
+def _lerp_axis(x, axis, size_out, align_corners, scale_factor=None):
+    lo, hi, frac = _axis_weights(x.shape[axis], size_out, align_corners, scale_factor)
     shape = [1] * x.ndim
     shape[axis] = size_out
     frac = paddle.to_tensor(frac.reshape(shape), dtype=x.dtype)
     return paddle.index_select(x, lo, axis=axis) * (1 - frac) + paddle.index_select(x, hi, axis=axis) * frac
 
 
-def interpolate(x, scale_factor, mode, align_corners):
-    """``F.interpolate`` with float64-exact bilinear align_corners=True (NCHW)."""
-    if mode == "bilinear" and align_corners and x.dtype == paddle.float64:
-        height, width = (int(np.floor(s * scale_factor)) for s in x.shape[2:])
-        return _lerp_axis(_lerp_axis(x, 2, height), 3, width)
-    return F.interpolate(x, scale_factor=scale_factor, mode=mode, align_corners=align_corners)
+def interpolate(x, scale_factor=None, mode="nearest", align_corners=False, size=None):
+    """``F.interpolate`` (NCHW, ``align_mode=0``) with float64-exact bilinear coordinates; give
+    ``size`` ([H, W]) or ``scale_factor``, as in torch."""
+    if mode == "bilinear" and x.dtype == paddle.float64:
+        if size is None:
+            height, width = (int(np.floor(s * scale_factor)) for s in x.shape[2:])
+        else:
+            height, width = size
+        step = None if size is not None or align_corners else scale_factor
+        return _lerp_axis(_lerp_axis(x, 2, height, align_corners, step), 3, width, align_corners, step)
+    return F.interpolate(x, size=size, scale_factor=None if size is not None else scale_factor, mode=mode,
+                         align_corners=align_corners, align_mode=0)
 
 
 class Upsample(nn.Layer):
