@@ -21,7 +21,7 @@ import paddle.nn.functional as F
 
 from paddle_impl.models.resnet import ResNetEncoder, norm_layer
 from paddle_impl.models.semantic_fpn import FPN, AssymetricDecoder
-from paddle_impl.ops import Upsample  # FRAMEWORK-DIFF: float64-exact bilinear (paddle_impl/ops.py)
+from paddle_impl.ops import AdaptiveAvgPool2D, Upsample  # FRAMEWORK-DIFF: float64-exact ops (paddle_impl/ops.py)
 
 
 class SceneRelation(nn.Layer):
@@ -85,7 +85,7 @@ class FarSeg(nn.Layer):
         self.decoder = AssymetricDecoder(fpn_channels, decoder_channels)
         self.cls_pred_conv = nn.Conv2D(decoder_channels, num_classes, kernel_size=1)
         self.upsample4x_op = Upsample(scale_factor=4.0, mode="bilinear", align_corners=True)  # FRAMEWORK-DIFF: paddle_impl/ops.py, float64-exact bilinear
-        self.gap = nn.AdaptiveAvgPool2D(1)
+        self.gap = AdaptiveAvgPool2D(1)  # FRAMEWORK-DIFF: paddle_impl/ops.py, float64-exact pooling backward
         self.sr = SceneRelation(self.en.out_channels[-1], [fpn_channels] * len(self.en.out_channels), fpn_channels)
 
     def forward(self, x):

@@ -29,7 +29,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddle_impl.models.resnet import norm_layer
-from paddle_impl.ops import interpolate  # FRAMEWORK-DIFF: float64-exact bilinear/bicubic (paddle_impl/ops.py)
+from paddle_impl.ops import AdaptiveAvgPool2D, interpolate  # FRAMEWORK-DIFF: float64-exact ops (paddle_impl/ops.py)
 
 # 1e-6 as float32 kernels see it. Paddle keeps the LayerNorm epsilon in float32 even for float64
 # tensors (like BatchNorm's); float32 results are bit-identical to 1e-6.
@@ -217,7 +217,7 @@ class UPerHead(nn.Module):
         self.conv_seg = nn.Conv2D(channels, num_classes, kernel_size=1)
         self.dropout = nn.Dropout2D(dropout_ratio)  # FRAMEWORK-DIFF: layer class
         self.psp_modules = nn.ModuleList([
-            nn.Sequential(nn.AdaptiveAvgPool2D(scale), ConvModule(in_channels[-1], channels, 1))
+            nn.Sequential(AdaptiveAvgPool2D(scale), ConvModule(in_channels[-1], channels, 1))  # FRAMEWORK-DIFF: paddle_impl/ops.py, float64-exact pooling backward
             for scale in pool_scales])
         self.bottleneck = ConvModule(in_channels[-1] + len(pool_scales) * channels, channels, 3, padding=1)
         self.lateral_convs = nn.ModuleList([ConvModule(c, channels, 1) for c in in_channels[:-1]])

@@ -84,7 +84,7 @@ class FarSeg(nn.Module):
         self.decoder = AssymetricDecoder(fpn_channels, decoder_channels)
         self.cls_pred_conv = nn.Conv2d(decoder_channels, num_classes, kernel_size=1)
         self.upsample4x_op = nn.Upsample(scale_factor=4.0, mode="bilinear", align_corners=True)  # FRAMEWORK-DIFF: paddle_impl/ops.py, float64-exact bilinear
-        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.gap = nn.AdaptiveAvgPool2d(1)  # FRAMEWORK-DIFF: paddle_impl/ops.py, float64-exact pooling backward
         self.sr = SceneRelation(self.en.out_channels[-1], [fpn_channels] * len(self.en.out_channels), fpn_channels)
 
     def forward(self, x):

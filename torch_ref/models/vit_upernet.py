@@ -216,7 +216,7 @@ class UPerHead(nn.Module):
         self.conv_seg = nn.Conv2d(channels, num_classes, kernel_size=1)
         self.dropout = nn.Dropout2d(dropout_ratio)  # FRAMEWORK-DIFF: layer class
         self.psp_modules = nn.ModuleList([
-            nn.Sequential(nn.AdaptiveAvgPool2d(scale), ConvModule(in_channels[-1], channels, 1))
+            nn.Sequential(nn.AdaptiveAvgPool2d(scale), ConvModule(in_channels[-1], channels, 1))  # FRAMEWORK-DIFF: paddle_impl/ops.py, float64-exact pooling backward
             for scale in pool_scales])
         self.bottleneck = ConvModule(in_channels[-1] + len(pool_scales) * channels, channels, 3, padding=1)
         self.lateral_convs = nn.ModuleList([ConvModule(c, channels, 1) for c in in_channels[:-1]])
