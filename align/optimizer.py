@@ -14,6 +14,7 @@ from align.harness import FIXTURE_SEED, OPTIMIZER_NORMS, OPTIMIZER_STEPS, StepRe
 from rsport.compare import compare
 
 STEP = "optimizer"
+POOL = 1 << 20  # seeded normals per step, tiled over the parameters (drawing 66M would take seconds)
 
 
 def seeded_gradients(ctx, shapes: dict) -> list[dict]:
@@ -23,10 +24,14 @@ def seeded_gradients(ctx, shapes: dict) -> list[dict]:
         [[FIXTURE_SEED + 7 + i, OPTIMIZER_NORMS[i] * ctx.spec.recipe["clip_norm"]] for i in range(OPTIMIZER_STEPS)]))
     steps = []
     for seed, norm in plan:
-        rng = np.random.default_rng(int(seed))
-        grads = {name: rng.standard_normal(shape).astype(ctx.dtype) for name, shape in shapes.items()}
-        total = np.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in grads.values()))
-        steps.append({name: (g * (norm / total)).astype(ctx.dtype) for name, g in grads.items()})
+        pool = np.random.default_rng(int(seed)).standard_normal(POOL, dtype=np.float32)
+        grads, offset = {}, 0
+        for name, shape in shapes.items():  # each tensor a different window of the seeded pool
+            size = int(np.prod(shape))
+            grads[name] = np.roll(np.resize(pool, size), -offset).reshape(shape)
+            offset = (offset + 7919) % POOL
+        total = np.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads.values()))  # scale only
+        steps.append({name: (g * np.float32(norm / total)).astype(ctx.dtype) for name, g in grads.items()})
     return steps
 
 

@@ -177,8 +177,12 @@ def main(argv=None, default_steps=STEPS) -> int:
         print(f"error: --torch-ckpt needs one model and an existing file (got {len(models)} models, "
               f"{args.torch_ckpt})", file=sys.stderr)
         return 2
+    import warnings
+
     from convert.core import backend
 
+    # paddle's notice on every train-mode BatchNorm call; it says nothing about alignment
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
     for side in ("torch", "paddle"):
         backend(side).set_threads(args.threads)
 

@@ -173,7 +173,8 @@ def clip_grad_norm_(params, max_norm):
     Returns the global norm before clipping."""
     grads = [p.grad for p in params if p.grad is not None]
     with paddle.no_grad():
-        norms = [paddle.linalg.norm(g.flatten().astype("float64")).astype(g.dtype) for g in grads]
+        flats = [g.flatten().astype("float64") for g in grads]
+        norms = [paddle.sqrt(paddle.dot(f, f)).astype(g.dtype) for f, g in zip(flats, grads)]  # BLAS: fast, accurate
         total = paddle.linalg.norm(paddle.stack(norms))
         coef = paddle.clip(max_norm / (total + 1e-6), max=1.0)
         for g in grads:

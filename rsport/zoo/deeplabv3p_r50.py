@@ -9,10 +9,7 @@ register(ModelSpec(
     paddle_entry="paddle_impl.models.deeplabv3p:DeepLabV3Plus",
     torch_loss="torch_ref.models.deeplabv3p:EncoderDecoderLoss",
     paddle_loss="paddle_impl.models.deeplabv3p:EncoderDecoderLoss",
-    # dropout_ratio=0.0: the harness compares train-mode passes, which two RNGs cannot share (the
-    # Paddle reproduction guide turns dropout off for the same reason). Eval is unaffected and no
-    # weight depends on it; train with the original's 0.1 (the model's default).
-    kwargs=dict(num_classes=16, in_channels=3, dropout_ratio=0.0),
+    kwargs=dict(num_classes=16, in_channels=3),
     tiny_kwargs=dict(layers=(1, 1, 1, 1), stem_channels=8, base_channels=8, channels=16, c1_channels=8,
                      aux_channels=8),
     in_channels=3,
@@ -26,6 +23,9 @@ register(ModelSpec(
     train_outputs=("seg_logit", "aux_logit"),
     tolerance="fp32_prob",
     align_input=(2, 64, 64),
+    # float64 gradients: the image-pooling BatchNorm (1x1 maps, batch 2) amplifies float64 noise
+    # ~2e4 times into the stem gradients, measured on torch alone (see the profile's calibration)
+    profile_overrides={("float64", "grad"): "fp64_grad_illconditioned"},
     taps=("backbone.stem", "backbone.maxpool", "backbone.layer1", "backbone.layer2", "backbone.layer3",
           "backbone.layer4", "decode_head.image_pool", "decode_head.pool_resize", "decode_head.aspp_modules",
           "decode_head.bottleneck", "decode_head.c1_bottleneck", "decode_head.c1_resize",

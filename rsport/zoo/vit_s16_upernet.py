@@ -17,10 +17,7 @@ register(ModelSpec(
     paddle_entry="paddle_impl.models.vit_upernet:ViTUperNet",
     torch_loss="torch_ref.models.vit_upernet:UperNetLoss",
     paddle_loss="paddle_impl.models.vit_upernet:UperNetLoss",
-    # dropout_ratio 0 (mmseg trains with 0.1): Dropout2d draws different masks in each
-    # framework, so the train-mode alignment steps need it off (Paddle's reproduction guide:
-    # "dropout off"). It has no weights; eval is unaffected.
-    kwargs=dict(num_classes=10, in_channels=2, img_size=256, dropout_ratio=0.0),
+    kwargs=dict(num_classes=10, in_channels=2, img_size=256),
     # depth 12 kept so that the out indices (3, 5, 7, 11) and the taps are the same as the full
     # model's; img_size 48 (3x3 grid) so the 64x64 tiny input (4x4) resamples pos_embed.
     tiny_kwargs=dict(img_size=48, embed_dim=32, num_heads=2, channels=16, aux_channels=8),
