@@ -22,15 +22,17 @@ def norm_layer(channels):
 
 
 class Bottleneck(nn.Layer):
-    """1x1 reduce, 3x3 (strided), 1x1 expand, with a projection shortcut when shapes change."""
+    """1x1 reduce, 3x3 (strided, optionally dilated with padding = dilation), 1x1 expand, with a
+    projection shortcut when shapes change (torchvision's and mmseg's 'pytorch' style)."""
 
     expansion = 4
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None):
+    def __init__(self, inplanes, planes, stride=1, downsample=None, dilation=1):
         super().__init__()
         self.conv1 = nn.Conv2D(inplanes, planes, kernel_size=1, bias_attr=False)
         self.bn1 = norm_layer(planes)
-        self.conv2 = nn.Conv2D(planes, planes, kernel_size=3, stride=stride, padding=1, bias_attr=False)
+        self.conv2 = nn.Conv2D(planes, planes, kernel_size=3, stride=stride, padding=dilation, dilation=dilation,
+                               bias_attr=False)
         self.bn2 = norm_layer(planes)
         self.conv3 = nn.Conv2D(planes, planes * self.expansion, kernel_size=1, bias_attr=False)
         self.bn3 = norm_layer(planes * self.expansion)

@@ -13,35 +13,7 @@ the pretrained ``resnet50_v1c`` weights; without it every parameter gets a gradi
 """
 import torch.nn as nn
 
-from torch_ref.models.resnet import norm_layer
-
-
-class Bottleneck(nn.Module):
-    """mmseg Bottleneck, style 'pytorch': the stride and the dilation sit on the 3x3 conv
-    (padding = dilation); all convs without bias."""
-
-    expansion = 4
-
-    def __init__(self, inplanes, planes, stride=1, dilation=1, downsample=None):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=1, stride=1, bias=False)
-        self.bn1 = norm_layer(planes)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=dilation, dilation=dilation,
-                               bias=False)
-        self.bn2 = norm_layer(planes)
-        self.conv3 = nn.Conv2d(planes, planes * self.expansion, kernel_size=1, bias=False)
-        self.bn3 = norm_layer(planes * self.expansion)
-        self.relu = nn.ReLU()
-        self.downsample = downsample
-
-    def forward(self, x):
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        return self.relu(out + identity)
+from torch_ref.models.resnet import Bottleneck, norm_layer
 
 
 class ResLayer(nn.Sequential):
@@ -57,8 +29,8 @@ class ResLayer(nn.Sequential):
                 norm_layer(planes * Bottleneck.expansion),
             )
         first_dilation = dilation // 2 if dilation > 1 and contract_dilation else dilation
-        blocks = [Bottleneck(inplanes, planes, stride, first_dilation, downsample)]
-        blocks += [Bottleneck(planes * Bottleneck.expansion, planes, 1, dilation) for _ in range(1, num_blocks)]
+        blocks = [Bottleneck(inplanes, planes, stride, downsample, dilation=first_dilation)]
+        blocks += [Bottleneck(planes * Bottleneck.expansion, planes, dilation=dilation) for _ in range(1, num_blocks)]
         super().__init__(*blocks)
 
 
