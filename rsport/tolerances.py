@@ -35,6 +35,12 @@ _add(Tolerance(
                 "weights differ by 8.8e-6 at 256x256 and 1.5e-5 at 512/896 from float noise alone, so "
                 "1e-5 would fail on noise; bugs such as a flipped align_corners move it by 8e-3."))
 _add(Tolerance(
+    "fp32_prob_dilated", atol=5e-4, rtol=0.0,
+    calibration="float32 CPU forward, class probabilities of deeplabv3p_r50 (stride-8 dilated ResNet, "
+                "2048-channel ASPP): measured 1.3e-4 max (mean 5.9e-7) on the 2x3x320x320 conversion "
+                "fixture, while float64 agrees to 1.7e-13, so this is float noise of the larger, deeper "
+                "maps, not a porting difference."))
+_add(Tolerance(
     "fp32_logit", atol=1e-5, rtol=5e-4,
     calibration="float32 eval-mode inner taps and logits, relative to the tensor's scale. Measured "
                 "(align/run_all.py, factseg50, 2x3x128x128): worst tap 6.6e-5 of scale (1.3e-3 absolute at "

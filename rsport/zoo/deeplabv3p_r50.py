@@ -21,7 +21,7 @@ register(ModelSpec(
     tiny_input=(2, 64, 64),
     eval_outputs=("prob",),
     train_outputs=("seg_logit", "aux_logit"),
-    tolerance="fp32_prob",
+    tolerance="fp32_prob_dilated",  # measured float32 noise at 320x320, see the profile
     align_input=(2, 64, 64),
     # float64 gradients: the image-pooling BatchNorm (1x1 maps, batch 2) amplifies float64 noise
     # ~2e4 times into the stem gradients, measured on torch alone (see the profile's calibration)
