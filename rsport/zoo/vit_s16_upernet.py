@@ -15,8 +15,8 @@ register(ModelSpec(
     summary="ViT-S/16 + BEiT adapter + UPerHead/FCN aux, Sentinel-1 VV/VH, DFC2020 (10 classes)",
     torch_entry="torch_ref.models.vit_upernet:ViTUperNet",
     paddle_entry="paddle_impl.models.vit_upernet:ViTUperNet",
-    torch_loss="torch_ref.models.vit_upernet:UperNetLoss",
-    paddle_loss="paddle_impl.models.vit_upernet:UperNetLoss",
+    torch_loss="torch_ref.models.upernet:UperNetLoss",
+    paddle_loss="paddle_impl.models.upernet:UperNetLoss",
     kwargs=dict(num_classes=10, in_channels=2, img_size=256),
     # depth 12 kept so that the out indices (3, 5, 7, 11) and the taps are the same as the full
     # model's; img_size 48 (3x3 grid) so the 64x64 tiny input (4x4) resamples pos_embed.

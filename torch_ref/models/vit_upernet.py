@@ -9,8 +9,9 @@ reference sheet shared/reference/vit_s16_upernet.md):
   Autoencoder for Self-supervised Learning in Remote Sensing" (FG-MAE), 2023;
 - 4-scale adapter ``fpn1..fpn4``: BEiT backbone of github.com/zhu-xlab/SSL4EO-S12 @ 2156913c
   (src/benchmark/pretrain_ssl/models/data2vec/semantic_segmentation/backbone/beit.py, MIT);
-- heads: mmsegmentation 0.x UPerHead + FCNHead (Apache-2.0), Xiao et al., "Unified Perceptual
-  Parsing for Scene Understanding", ECCV 2018; position-embedding resampling as mmseg's
+- heads and loss: mmsegmentation 0.x UPerHead + FCNHead and CrossEntropyLoss (Apache-2.0), shared
+  with upernet_r50 (models/upernet.py), Xiao et al., "Unified Perceptual Parsing for Scene
+  Understanding", ECCV 2018; position-embedding resampling as mmseg's
   ``resize_pos_embed`` (bicubic, align_corners=False, class-token row kept).
 Attribute names reproduce those keys (``backbone.*`` timm + ``fpn1/fpn2``, ``decode_head.*``,
 ``auxiliary_head.*``; 241 entries) so a checkpoint in that layout loads strictly.
@@ -18,8 +19,8 @@ Twins: torch_ref/ and paddle_impl/models/vit_upernet.py.
 
 Deliberate choices, none of which changes a weight name:
 - no final encoder LayerNorm (the BEiT-style segmentation backbone has none);
-- no stochastic depth (drop_path 0) and ``dropout_ratio`` is an argument (original 0.1; the
-  registry sets 0 so training passes are deterministic for the alignment proof);
+- no stochastic depth (drop_path 0); ``dropout_ratio`` is an argument (original 0.1; the
+  alignment harness turns dropout off in its train-mode passes, backend.train_mode);
 - SyncBatchNorm is a plain BatchNorm (single device; same statistics on one process);
 - forward resizes the logits to the input size (mmseg does it in the loss / at inference).
 """
@@ -29,15 +30,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from torch_ref.models.resnet import norm_layer
+from torch_ref.models.upernet import FCNHead, UPerHead, resize
 
 # 1e-6 as float32 kernels see it. Paddle keeps the LayerNorm epsilon in float32 even for float64
 # tensors (like BatchNorm's); float32 results are bit-identical to 1e-6.
 LN_EPS = float(np.float32(1e-6))
-
-
-def resize(x, size):
-    """mmseg's ``resize``: bilinear, align_corners=False."""
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)  # FRAMEWORK-DIFF: paddle_impl/ops.py, float64-exact (align_mode=0 inside)
 
 
 class PatchEmbed(nn.Module):
@@ -187,81 +184,6 @@ class VisionTransformer(nn.Module):
         return [op(feature) for op, feature in zip(ops, features)]
 
 
-class ConvModule(nn.Module):
-    """mmcv ConvModule as mmseg configures it: conv without bias, BatchNorm, ReLU."""
-
-    def __init__(self, in_channels, out_channels, kernel_size, padding=0):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False)
-        self.bn = norm_layer(out_channels)
-        self.activate = nn.ReLU()
-
-    def forward(self, x):
-        return self.activate(self.bn(self.conv(x)))
-
-
-class UPerHead(nn.Module):
-    """mmseg 0.x UPerHead: PPM on the last level, FPN top-down, fused 3x3, dropout, conv_seg.
-
-    Args:
-        in_channels: channels of the four input levels.
-        channels: head width (512).
-        num_classes: output classes.
-        pool_scales: PPM bins (1, 2, 3, 6).
-        dropout_ratio: Dropout2d before conv_seg (0.1 in mmseg).
-    """
-
-    def __init__(self, in_channels, channels, num_classes, pool_scales=(1, 2, 3, 6), dropout_ratio=0.1):
-        super().__init__()
-        self.conv_seg = nn.Conv2d(channels, num_classes, kernel_size=1)
-        self.dropout = nn.Dropout2d(dropout_ratio)  # FRAMEWORK-DIFF: layer class
-        self.psp_modules = nn.ModuleList([
-            nn.Sequential(nn.AdaptiveAvgPool2d(scale), ConvModule(in_channels[-1], channels, 1))  # FRAMEWORK-DIFF: paddle_impl/ops.py, float64-exact pooling backward
-            for scale in pool_scales])
-        self.bottleneck = ConvModule(in_channels[-1] + len(pool_scales) * channels, channels, 3, padding=1)
-        self.lateral_convs = nn.ModuleList([ConvModule(c, channels, 1) for c in in_channels[:-1]])
-        self.fpn_convs = nn.ModuleList([ConvModule(channels, channels, 3, padding=1) for _ in in_channels[:-1]])
-        self.fpn_bottleneck = ConvModule(len(in_channels) * channels, channels, 3, padding=1)
-        nn.init.normal_(self.conv_seg.weight, std=0.01)  # FRAMEWORK-DIFF: init API
-        nn.init.zeros_(self.conv_seg.bias)  # FRAMEWORK-DIFF: init API
-
-    def psp_forward(self, x):
-        outs = [x] + [resize(ppm(x), x.shape[2:]) for ppm in self.psp_modules]
-        return self.bottleneck(torch.cat(outs, dim=1))
-
-    def forward(self, features):
-        laterals = [conv(features[i]) for i, conv in enumerate(self.lateral_convs)]
-        laterals.append(self.psp_forward(features[-1]))
-        for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + resize(laterals[i], laterals[i - 1].shape[2:])
-        outs = [conv(laterals[i]) for i, conv in enumerate(self.fpn_convs)] + [laterals[-1]]
-        outs = [outs[0]] + [resize(out, outs[0].shape[2:]) for out in outs[1:]]
-        output = self.fpn_bottleneck(torch.cat(outs, dim=1))
-        return self.conv_seg(self.dropout(output))
-
-
-class FCNHead(nn.Module):
-    """mmseg FCNHead(num_convs=1, concat_input=False) on one level: conv3x3 module, dropout, conv_seg.
-
-    Args:
-        in_channels, channels, num_classes: widths (384, 256, classes).
-        in_index: which level it reads (2: stride 16).
-        dropout_ratio: Dropout2d before conv_seg (0.1 in mmseg).
-    """
-
-    def __init__(self, in_channels, channels, num_classes, in_index=2, dropout_ratio=0.1):
-        super().__init__()
-        self.in_index = in_index
-        self.conv_seg = nn.Conv2d(channels, num_classes, kernel_size=1)
-        self.dropout = nn.Dropout2d(dropout_ratio)  # FRAMEWORK-DIFF: layer class
-        self.convs = nn.Sequential(ConvModule(in_channels, channels, 3, padding=1))
-        nn.init.normal_(self.conv_seg.weight, std=0.01)  # FRAMEWORK-DIFF: init API
-        nn.init.zeros_(self.conv_seg.bias)  # FRAMEWORK-DIFF: init API
-
-    def forward(self, features):
-        return self.conv_seg(self.dropout(self.convs(features[self.in_index])))
-
-
 class ViTUperNet(nn.Module):
     """ViT-S/16 encoder with the BEiT adapter, UPerHead and an auxiliary FCNHead.
 
@@ -287,40 +209,14 @@ class ViTUperNet(nn.Module):
         super().__init__()
         self.backbone = VisionTransformer(img_size, patch_size, in_channels, embed_dim, depth, num_heads,
                                           mlp_ratio, True, out_indices, interpolate_mode)
-        self.decode_head = UPerHead(self.backbone.out_channels, channels, num_classes, pool_scales, dropout_ratio)
-        self.auxiliary_head = FCNHead(embed_dim, aux_channels, num_classes, 2, dropout_ratio)
-        for m in list(self.decode_head.modules()) + list(self.auxiliary_head.modules()):
-            if isinstance(m, ConvModule):
-                nn.init.kaiming_normal_(m.conv.weight, mode="fan_out", nonlinearity="relu")  # FRAMEWORK-DIFF: init API
+        self.decode_head = UPerHead(self.backbone.out_channels, channels, num_classes, pool_scales, dropout_ratio,
+                                    align_corners=False)
+        self.auxiliary_head = FCNHead(embed_dim, aux_channels, num_classes, 2, dropout_ratio, align_corners=False)
 
     def forward(self, x):
         size = x.shape[2:]
         features = self.backbone(x)
-        logit = resize(self.decode_head(features), size)
+        logit = resize(self.decode_head(features), size, align_corners=False)
         if self.training:
-            return logit, resize(self.auxiliary_head(features), size)
+            return logit, resize(self.auxiliary_head(features), size, align_corners=False)
         return F.softmax(logit, dim=1)
-
-
-def pixel_cross_entropy(logit, label, ignore_index):
-    """mmseg 0.x CrossEntropyLoss: per-pixel CE, ignored pixels count 0, mean over ALL pixels."""
-    losses = F.nll_loss(F.log_softmax(logit, dim=1), label, ignore_index=ignore_index, reduction="none")
-    return losses.mean()
-
-
-class UperNetLoss(nn.Module):
-    """Training loss: CE(main) + aux_weight * CE(aux), both with ignore_index.
-
-    Args:
-        ignore_index: label value excluded from the loss (255).
-        aux_weight: weight of the auxiliary head's loss (0.4).
-    """
-
-    def __init__(self, ignore_index=255, aux_weight=0.4):
-        super().__init__()
-        self.ignore_index = ignore_index
-        self.aux_weight = aux_weight
-
-    def forward(self, logit, aux_logit, label):
-        main = pixel_cross_entropy(logit, label, self.ignore_index)
-        return main + self.aux_weight * pixel_cross_entropy(aux_logit, label, self.ignore_index)
