@@ -24,25 +24,9 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from paddle_impl.models.resnet import norm_layer
 from paddle_impl.models.resnet_v1c import ResNetV1c
+from paddle_impl.models.upernet import ConvModule
 from paddle_impl.ops import AdaptiveAvgPool2D, interpolate  # FRAMEWORK-DIFF: float64-exact ops (paddle_impl/ops.py)
-
-
-class ConvModule(nn.Layer):
-    """mmcv ConvModule with BN and ReLU: ``conv`` (no bias, a norm follows), ``bn``, ``activate``.
-    Initialised as mmcv does at construction: Kaiming normal (fan_out, relu), BN weight 1 bias 0."""
-
-    def __init__(self, in_channels, out_channels, kernel_size, padding=0, dilation=1, groups=1):
-        super().__init__()
-        self.conv = nn.Conv2D(in_channels, out_channels, kernel_size, stride=1, padding=padding, dilation=dilation,
-                              groups=groups, bias_attr=False)
-        self.bn = norm_layer(out_channels)
-        self.activate = nn.ReLU()
-        nn.initializer.KaimingNormal(mode="fan_out", nonlinearity="relu")(self.conv.weight)  # FRAMEWORK-DIFF: init API
-
-    def forward(self, x):
-        return self.activate(self.bn(self.conv(x)))
 
 
 class DepthwiseSeparableConvModule(nn.Layer):

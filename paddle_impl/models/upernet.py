@@ -37,12 +37,14 @@ def resize(x, size, align_corners):
 
 
 class ConvModule(nn.Layer):
-    """mmcv ConvModule as every head here configures it: conv (no bias, a norm follows), BN,
-    ReLU, registered as ``conv`` / ``bn`` / ``activate``; conv init He-normal (fan_out)."""
+    """mmcv ConvModule as the mmseg heads here configure it (DeepLabV3+ adds dilation and depthwise
+    groups): conv (no bias, a norm follows), BN, ReLU, registered as ``conv`` / ``bn`` /
+    ``activate``; conv init He-normal (fan_out)."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, padding=0):
+    def __init__(self, in_channels, out_channels, kernel_size, padding=0, dilation=1, groups=1):
         super().__init__()
-        self.conv = nn.Conv2D(in_channels, out_channels, kernel_size, padding=padding, bias_attr=False)
+        self.conv = nn.Conv2D(in_channels, out_channels, kernel_size, stride=1, padding=padding, dilation=dilation,
+                              groups=groups, bias_attr=False)
         self.bn = norm_layer(out_channels)
         self.activate = nn.ReLU()
         nn.initializer.KaimingNormal(mode="fan_out", nonlinearity="relu")(self.conv.weight)  # FRAMEWORK-DIFF: init API

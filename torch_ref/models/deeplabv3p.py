@@ -24,24 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from torch_ref.models.resnet import norm_layer
 from torch_ref.models.resnet_v1c import ResNetV1c
-
-
-class ConvModule(nn.Module):
-    """mmcv ConvModule with BN and ReLU: ``conv`` (no bias, a norm follows), ``bn``, ``activate``.
-    Initialised as mmcv does at construction: Kaiming normal (fan_out, relu), BN weight 1 bias 0."""
-
-    def __init__(self, in_channels, out_channels, kernel_size, padding=0, dilation=1, groups=1):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=padding, dilation=dilation,
-                              groups=groups, bias=False)
-        self.bn = norm_layer(out_channels)
-        self.activate = nn.ReLU()
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")  # FRAMEWORK-DIFF: init API
-
-    def forward(self, x):
-        return self.activate(self.bn(self.conv(x)))
+from torch_ref.models.upernet import ConvModule
 
 
 class DepthwiseSeparableConvModule(nn.Module):
