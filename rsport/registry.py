@@ -39,6 +39,11 @@ class ModelSpec:
         profile_overrides: per-model tolerance overrides for the alignment harness,
             ``{(dtype, kind): profile}``; the profile's calibration text records the measured
             error and the reason.
+        dataset: the data layout the model trains and evaluates on (``rsport.data``):
+            ``isaid`` (RGB scenes + color-map masks) or ``sen12ms_s1`` (Sentinel-1 VV/VH GeoTIFFs
+            + DFC2020 / SEN12MS land-cover labels).
+        lite: the CI-sized training run used by tests and TIPC lite modes (variant, crop,
+            iterations, batch size), on the embedded sample data.
     """
 
     name: str
@@ -65,6 +70,8 @@ class ModelSpec:
     recipe: dict = field(default_factory=lambda: dict(DEFAULT_RECIPE))
     profile_overrides: dict = field(default_factory=dict)
     ignore_index: int = 255
+    dataset: str = "isaid"
+    lite: dict = field(default_factory=lambda: dict(LITE_TRAIN))
     rules: tuple[Rule, ...] = ()
     paddle_namings: dict[str, Naming] = field(default_factory=dict)
     ignore: tuple[str, ...] = ()
@@ -102,6 +109,9 @@ VARIANTS = ("default", "tiny")
 # SGD with momentum, weight decay on every parameter, global-norm clipping, poly LR updated
 # every iteration (FactSeg's configs/isaid/factseg.py; shared by the segmentation models here).
 DEFAULT_RECIPE = dict(lr=0.007, momentum=0.9, weight_decay=1e-4, clip_norm=35.0, power=0.9, max_iters=60000)
+
+# Lite training (tests, TIPC lite modes): the tiny variant on small crops of the sample data.
+LITE_TRAIN = dict(variant="tiny", crop=(128, 128), iters=40, batch_size=2)
 
 _REGISTRY: dict[str, ModelSpec] = {}
 

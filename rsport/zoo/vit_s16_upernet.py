@@ -22,6 +22,7 @@ register(ModelSpec(
     # model's; img_size 48 (3x3 grid) so the 64x64 tiny input (4x4) resamples pos_embed.
     tiny_kwargs=dict(img_size=48, embed_dim=32, num_heads=2, channels=16, aux_channels=8),
     in_channels=2,
+    dataset="sen12ms_s1",
     num_classes=10,
     mean=S1_MEAN,
     std=S1_STD,
