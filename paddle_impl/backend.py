@@ -3,6 +3,10 @@
 Twins: torch_ref/backend.py and paddle_impl/backend.py expose the same functions, so the
 framework-neutral tools call ``backend.build(...)`` without knowing which framework it is.
 """
+import os
+from pathlib import Path
+import re  # FRAMEWORK-DIFF: optimizer accumulator names
+
 import numpy as np
 import paddle
 import paddle.nn as nn
@@ -12,6 +16,7 @@ from rsport.rules import PADDLE, TensorSpec
 
 SIDE = PADDLE
 WEIGHTS_SUFFIX = ".pdparams"
+OPTIMIZER_SUFFIX = ".pdopt"  # FRAMEWORK-DIFF: paddle's convention is .pdopt
 
 LAYER_TYPES = (  # FRAMEWORK-DIFF: layer classes
     ((nn.Conv1D, nn.Conv2D, nn.Conv3D, nn.Conv2DTranspose), "Conv"),  # FRAMEWORK-DIFF: layer classes
@@ -26,6 +31,10 @@ DROPOUT_TYPES = (nn.Dropout, nn.Dropout2D, nn.Dropout3D)  # FRAMEWORK-DIFF: laye
 
 class StateError(ValueError):
     """A state dict does not fit a model."""
+
+
+class SetupError(ValueError):
+    """The requested device, precision or process group is not available here."""
 
 
 def build(spec: ModelSpec, variant: str = "default"):
@@ -217,3 +226,133 @@ def metrics(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore_index:
 def set_threads(n: int) -> None:
     """Math threads of this framework (for fair timings)."""
     paddle.base.core.set_num_threads(n)  # FRAMEWORK-DIFF: paddle has no public setter for dygraph (default 1)
+
+
+# --- training and evaluation (train.py, eval.py) --------------------------------------------------
+def reference_state(spec: ModelSpec, variant: str, model) -> dict:
+    """The embedded seeded reference weights (torch_ref/reference_weights.py) in this framework's
+    naming, for ``model``: the same numbers in both trees."""
+    from torch_ref.reference_weights import build_reference
+
+    from convert.core import backend as side_backend, translate  # FRAMEWORK-DIFF: the reference is built by torch
+    from rsport.rules import TORCH  # FRAMEWORK-DIFF: same
+    return translate(spec, side_backend(TORCH).state_arrays(build_reference(spec, variant)), TORCH, model)  # FRAMEWORK-DIFF: same
+
+
+def weights_arrays(spec: ModelSpec, model, path) -> dict:
+    """Weights for ``model`` from a checkpoint of either framework (plain, wrapped or DDP-prefixed);
+    the other framework's file (by suffix) is converted by the registry's rules.
+    Raises convert.core.ConversionError."""
+    from convert.core import read_source, translate
+    from rsport.rules import TORCH
+
+    other, other_suffix = TORCH, ".pth"  # FRAMEWORK-DIFF: the other framework
+    path = Path(path)
+    if path.name.endswith(other_suffix):
+        return translate(spec, read_source(path, other)[0], other, model)
+    return read_source(path, SIDE)[0]
+
+
+def init_distributed(device: str) -> tuple[int, int, int]:
+    """(rank, world size, local rank); joins the process group of a multi-process launch."""
+    world_size = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))  # FRAMEWORK-DIFF: launcher environment
+    if world_size == 1:
+        return 0, 1, 0
+    import paddle.distributed as dist  # FRAMEWORK-DIFF: distributed API
+
+    dist.init_parallel_env()  # FRAMEWORK-DIFF: gloo on CPU, chosen by paddle
+    return dist.get_rank(), dist.get_world_size(), dist.ParallelEnv().local_rank  # FRAMEWORK-DIFF: same
+
+
+def set_device(device: str, local_rank: int = 0):
+    """The device to compute on, or SetupError when ``gpu`` is not available."""
+    if device == "gpu":
+        if not paddle.device.is_compiled_with_cuda() or paddle.device.cuda.device_count() == 0:  # FRAMEWORK-DIFF: device query
+            raise SetupError(f"--device gpu: no CUDA device available to paddle {paddle.__version__} "  # FRAMEWORK-DIFF: same
+                             f"(built with CUDA: {paddle.device.is_compiled_with_cuda()})")  # FRAMEWORK-DIFF: same
+        return paddle.set_device(f"gpu:{local_rank}")  # FRAMEWORK-DIFF: device API
+    return paddle.set_device("cpu")  # FRAMEWORK-DIFF: device API
+
+
+def autocast(enabled: bool, device: str):
+    """Mixed precision context: bfloat16 autocast (no loss scaling needed)."""
+    if enabled and device != "gpu":  # FRAMEWORK-DIFF: measured on paddle 3.3.1
+        raise SetupError("--amp: paddle 3.3.1 has no mixed precision on CPU (paddle.amp.auto_cast only acts on "  # FRAMEWORK-DIFF: same
+                         "CUDA/XPU/custom devices and warns 'it makes no effect' on CPU; conv2d has no CPU bfloat16 "  # FRAMEWORK-DIFF: same
+                         "kernel); use --device gpu, or train without --amp")  # FRAMEWORK-DIFF: same
+    return paddle.amp.auto_cast(enable=enabled, level="O1", dtype="bfloat16")  # FRAMEWORK-DIFF: autocast API
+
+
+def manual_seed(seed: int) -> None:
+    paddle.seed(seed)  # FRAMEWORK-DIFF: seed API
+
+
+def to_device(value: np.ndarray, device):
+    return paddle.to_tensor(np.asarray(value, order="C"), place=device)  # FRAMEWORK-DIFF: device placement
+
+
+def float32(outputs):
+    """Floating outputs as float32 (the loss runs in float32 under autocast), others unchanged."""
+    return [o.astype("float32") if o.is_floating_point() else o for o in outputs]  # FRAMEWORK-DIFF: cast API
+
+
+def distributed(model, world_size: int, device):
+    """The model wrapped for data-parallel training (gradients averaged over processes)."""
+    if world_size == 1:
+        return model
+    from paddle import DataParallel  # FRAMEWORK-DIFF: DDP class
+
+    return DataParallel(model)  # FRAMEWORK-DIFF: same
+
+
+def all_reduce_mean(value: float, world_size: int, device) -> float:
+    """Mean of a float over the processes (the value itself for one process)."""
+    if world_size == 1:
+        return value
+    import paddle.distributed as dist  # FRAMEWORK-DIFF: distributed API
+
+    total = paddle.to_tensor([value], dtype="float64", place=device)  # FRAMEWORK-DIFF: tensor API
+    dist.all_reduce(total)
+    return float(total[0]) / world_size
+
+
+_ACCUMULATOR = re.compile(r"^(?P<param>.+)(?P<acc>_velocity_\d+)$")  # FRAMEWORK-DIFF: paddle's accumulator names
+
+
+def save_optimizer(recipe, model, path) -> None:
+    """Optimizer (momentum buffers) and scheduler state of a Recipe, to one file."""
+    structured = {p.name: name for name, p in model.named_parameters()}  # FRAMEWORK-DIFF: accumulators are keyed by
+    state = {}  # FRAMEWORK-DIFF: paddle's generated parameter names, which depend on what the process built
+    for key, value in recipe.optimizer.state_dict().items():  # FRAMEWORK-DIFF: before; saved under the
+        match = _ACCUMULATOR.match(key)  # FRAMEWORK-DIFF: structured names (model.named_parameters)
+        if key != "LR_Scheduler" and (match is None or match["param"] not in structured):  # FRAMEWORK-DIFF: same
+            raise StateError(f"optimizer state entry {key!r} does not belong to a parameter of the model")  # FRAMEWORK-DIFF: same
+        state[key if match is None else structured[match["param"]] + match["acc"]] = value  # FRAMEWORK-DIFF: same
+    paddle.save(state, str(path))  # FRAMEWORK-DIFF: state API
+
+
+def load_optimizer(recipe, model, path) -> None:
+    """Restore what ``save_optimizer`` wrote (the model's parameters in the same order)."""
+    state = paddle.load(str(path))  # FRAMEWORK-DIFF: loader
+    generated = {name: p.name for name, p in model.named_parameters()}  # FRAMEWORK-DIFF: back to this process's names
+    renamed = {}  # FRAMEWORK-DIFF: same
+    for key, value in state.items():  # FRAMEWORK-DIFF: same
+        match = _ACCUMULATOR.match(key)  # FRAMEWORK-DIFF: same
+        if key != "LR_Scheduler" and (match is None or match["param"] not in generated):  # FRAMEWORK-DIFF: same
+            raise StateError(f"{path}: optimizer state entry {key!r} does not belong to a parameter of the model")  # FRAMEWORK-DIFF: same
+        renamed[key if match is None else generated[match["param"]] + match["acc"]] = value  # FRAMEWORK-DIFF: same
+    recipe.optimizer.set_state_dict(renamed)  # FRAMEWORK-DIFF: restores the scheduler too (LR_Scheduler)
+
+
+def probabilities(model, spec: ModelSpec, x: np.ndarray, device) -> np.ndarray:
+    """Eval-mode class probabilities ``[N, K, H, W]`` of a window batch, as numpy float32."""
+    with paddle.no_grad():
+        out = model(to_device(x, device))
+    return out.astype("float32").numpy()  # FRAMEWORK-DIFF: tensor to numpy
+
+
+def confusion(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    """This framework's confusion-matrix code (metrics.py) on numpy predictions and labels."""
+    from paddle_impl.metrics import confusion_matrix
+
+    return confusion_matrix(paddle.to_tensor(pred), paddle.to_tensor(label), num_classes, ignore_index).numpy()

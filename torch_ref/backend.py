@@ -3,6 +3,9 @@
 Twins: torch_ref/backend.py and paddle_impl/backend.py expose the same functions, so the
 framework-neutral tools call ``backend.build(...)`` without knowing which framework it is.
 """
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -12,6 +15,7 @@ from rsport.rules import TORCH, TensorSpec
 
 SIDE = TORCH
 WEIGHTS_SUFFIX = ".pth"
+OPTIMIZER_SUFFIX = ".pth"  # FRAMEWORK-DIFF: paddle's convention is .pdopt
 
 LAYER_TYPES = (  # FRAMEWORK-DIFF: layer classes
     ((nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d), "Conv"),  # FRAMEWORK-DIFF: layer classes
@@ -26,6 +30,10 @@ DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)  # FRAMEW
 
 class StateError(ValueError):
     """A state dict does not fit a model."""
+
+
+class SetupError(ValueError):
+    """The requested device, precision or process group is not available here."""
 
 
 def build(spec: ModelSpec, variant: str = "default"):
@@ -215,3 +223,112 @@ def metrics(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore_index:
 def set_threads(n: int) -> None:
     """Math threads of this framework (for fair timings)."""
     torch.set_num_threads(n)  # FRAMEWORK-DIFF: thread API
+
+
+# --- training and evaluation (train.py, eval.py) --------------------------------------------------
+def reference_state(spec: ModelSpec, variant: str, model) -> dict:
+    """The embedded seeded reference weights (torch_ref/reference_weights.py) in this framework's
+    naming, for ``model``: the same numbers in both trees."""
+    from torch_ref.reference_weights import build_reference
+
+    return state_arrays(build_reference(spec, variant))  # FRAMEWORK-DIFF: the reference is built by torch
+
+
+def weights_arrays(spec: ModelSpec, model, path) -> dict:
+    """Weights for ``model`` from a checkpoint of either framework (plain, wrapped or DDP-prefixed);
+    the other framework's file (by suffix) is converted by the registry's rules.
+    Raises convert.core.ConversionError."""
+    from convert.core import read_source, translate
+    from rsport.rules import PADDLE
+
+    other, other_suffix = PADDLE, ".pdparams"  # FRAMEWORK-DIFF: the other framework
+    path = Path(path)
+    if path.name.endswith(other_suffix):
+        return translate(spec, read_source(path, other)[0], other, model)
+    return read_source(path, SIDE)[0]
+
+
+def init_distributed(device: str) -> tuple[int, int, int]:
+    """(rank, world size, local rank); joins the process group of a multi-process launch."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # FRAMEWORK-DIFF: launcher environment
+    if world_size == 1:
+        return 0, 1, 0
+    import torch.distributed as dist  # FRAMEWORK-DIFF: distributed API
+
+    if not dist.is_initialized():  # FRAMEWORK-DIFF: distributed API
+        dist.init_process_group("nccl" if device == "gpu" else "gloo")  # FRAMEWORK-DIFF: gloo on CPU
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))  # FRAMEWORK-DIFF: same
+
+
+def set_device(device: str, local_rank: int = 0):
+    """The device to compute on, or SetupError when ``gpu`` is not available."""
+    if device == "gpu":
+        if not torch.cuda.is_available():  # FRAMEWORK-DIFF: device query
+            raise SetupError(f"--device gpu: no CUDA device available to torch {torch.__version__} "  # FRAMEWORK-DIFF: same
+                             f"(built with CUDA: {torch.version.cuda})")  # FRAMEWORK-DIFF: same
+        return torch.device("cuda", local_rank)  # FRAMEWORK-DIFF: device API
+    return torch.device("cpu")  # FRAMEWORK-DIFF: device API
+
+
+def autocast(enabled: bool, device: str):
+    """Mixed precision context: bfloat16 autocast (no loss scaling needed)."""
+    return torch.autocast("cuda" if device == "gpu" else "cpu", dtype=torch.bfloat16, enabled=enabled)  # FRAMEWORK-DIFF: autocast API
+
+
+def manual_seed(seed: int) -> None:
+    torch.manual_seed(seed)  # FRAMEWORK-DIFF: seed API
+
+
+def to_device(value: np.ndarray, device):
+    return torch.from_numpy(np.asarray(value, order="C")).to(device)  # FRAMEWORK-DIFF: device placement
+
+
+def float32(outputs):
+    """Floating outputs as float32 (the loss runs in float32 under autocast), others unchanged."""
+    return [o.float() if o.is_floating_point() else o for o in outputs]  # FRAMEWORK-DIFF: cast API
+
+
+def distributed(model, world_size: int, device):
+    """The model wrapped for data-parallel training (gradients averaged over processes)."""
+    if world_size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel  # FRAMEWORK-DIFF: DDP class
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)  # FRAMEWORK-DIFF: same
+
+
+def all_reduce_mean(value: float, world_size: int, device) -> float:
+    """Mean of a float over the processes (the value itself for one process)."""
+    if world_size == 1:
+        return value
+    import torch.distributed as dist  # FRAMEWORK-DIFF: distributed API
+
+    total = torch.tensor([value], dtype=torch.float64, device=device)  # FRAMEWORK-DIFF: tensor API
+    dist.all_reduce(total)
+    return float(total[0]) / world_size
+
+
+def save_optimizer(recipe, model, path) -> None:
+    """Optimizer (momentum buffers) and scheduler state of a Recipe, to one file."""
+    torch.save({"optimizer": recipe.optimizer.state_dict(), "scheduler": recipe.scheduler.state_dict()}, path)  # FRAMEWORK-DIFF: state API
+
+
+def load_optimizer(recipe, model, path) -> None:
+    """Restore what ``save_optimizer`` wrote (the model's parameters in the same order)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)  # FRAMEWORK-DIFF: loader
+    recipe.optimizer.load_state_dict(state["optimizer"])  # FRAMEWORK-DIFF: state API
+    recipe.scheduler.load_state_dict(state["scheduler"])  # FRAMEWORK-DIFF: state API
+
+
+def probabilities(model, spec: ModelSpec, x: np.ndarray, device) -> np.ndarray:
+    """Eval-mode class probabilities ``[N, K, H, W]`` of a window batch, as numpy float32."""
+    with torch.no_grad():
+        out = model(to_device(x, device))
+    return out.float().cpu().numpy()  # FRAMEWORK-DIFF: tensor to numpy
+
+
+def confusion(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    """This framework's confusion-matrix code (metrics.py) on numpy predictions and labels."""
+    from torch_ref.metrics import confusion_matrix
+
+    return confusion_matrix(torch.from_numpy(pred), torch.from_numpy(label), num_classes, ignore_index).numpy()
