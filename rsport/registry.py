@@ -43,7 +43,8 @@ class ModelSpec:
             ``isaid`` (RGB scenes + color-map masks) or ``sen12ms_s1`` (Sentinel-1 VV/VH GeoTIFFs
             + DFC2020 / SEN12MS land-cover labels).
         lite: the CI-sized training run used by tests and TIPC lite modes (variant, crop,
-            iterations, batch size), on the embedded sample data.
+            iterations, batch size, and optionally ``lr`` where the recipe's learning rate
+            does not move a tiny model within those iterations), on the embedded sample data.
     """
 
     name: str

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Prepare a TIPC run, offline: nothing is downloaded.
+#
+#   bash test_tipc/prepare.sh CONFIG MODE
+#
+# every mode:                    the embedded sample data (python -m rsport.data.samples; idempotent)
+# lite_train_whole_infer, whole_infer: the whole-size scene the inference reads (test_tipc/scenes.py)
+# whole_infer:                   the converted reference weights named on the config's infer_model line
+#                                (python convert/torch2paddle.py MODEL --dst ...), kept when present
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=test_tipc/common_func.sh
+source "$ROOT/test_tipc/common_func.sh"
+
+if [[ $# -ne 2 ]]; then
+    printf 'usage: bash test_tipc/prepare.sh CONFIG MODE   (MODE: %s)\n' "${TIPC_MODES[*]}" >&2
+    exit 2
+fi
+CONFIG=$1
+MODE=$2
+[[ "$CONFIG" == /* ]] || CONFIG="$PWD/$CONFIG"
+tipc_read_config "$CONFIG"
+tipc_check_mode "$MODE"
+cd "$ROOT"
+
+model_name=$(tipc_value "${TIPC_LINES[1]}")
+python=$(tipc_value "${TIPC_LINES[2]}")
+infer_models=$(tipc_value "${TIPC_LINES[36]}")
+if [[ "$MODE" == whole_infer ]]; then
+    images=$(tipc_for_mode "$(tipc_value "${TIPC_LINES[47]}")" "$MODE")
+else
+    images=$(tipc_for_mode "$(tipc_value "${TIPC_LINES[11]}")" "$MODE")
+fi
+
+printf 'prepare %s %s\n' "$model_name" "$MODE"
+"$python" -m rsport.data.samples
+
+if [[ "$MODE" != lite_train_lite_infer ]]; then
+    "$python" test_tipc/scenes.py --model "$model_name" --out "$images"
+fi
+
+if [[ "$MODE" == whole_infer ]]; then
+    IFS='|' read -r -a weights <<< "$infer_models"
+    for w in "${weights[@]}"; do
+        if [[ "$w" == null || "$w" != *.pdparams ]]; then
+            continue  # an already exported model folder: nothing to convert
+        elif [[ -f "$w" && -f "$w.manifest.json" ]]; then
+            printf 'kept %s (delete it to convert again)\n' "$w"
+        else
+            "$python" convert/torch2paddle.py "$model_name" --dst "$w"
+        fi
+    done
+fi
+printf 'prepared %s %s\n' "$model_name" "$MODE"

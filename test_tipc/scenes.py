@@ -1,0 +1,121 @@
+"""The whole-size scene of TIPC's whole modes: one deterministic scene per model, generated offline
+with the sample data's own scene painters (``rsport.data.samples``), in the dataset's layout.
+
+"Whole" means a scene larger than one inference window, at a size the model meets in practice:
+``WHOLE_SCALE`` x the registry's ``input_size`` (the training patch and default window), plus a
+few odd pixels, so sliding-window inference visits a 2 x 3 grid of overlapping windows and the
+last window of each row and column is shifted back to the border: 1123 x 1573 px for the 896 px
+iSAID models (a typical iSAID scene is 800 to 4000 px wide), 323 x 453 px for the 256 px
+Sentinel-1 model (a few SEN12MS patches). The sample val scenes (256 to 420 px) fit in one window.
+
+Layout (``OUT`` = the config's image folder, e.g. ``output/tipc/scenes/factseg50/val/images``):
+``OUT/<name>.png`` + ``OUT/../masks/<name>_instance_color_RGB.png`` (iSAID) or ``OUT/<name>.tif``
+(2-band float32 dB GeoTIFF, EPSG:32632, 10 m) + ``OUT/../lc/<name>.tif`` (Sentinel-1), so the
+scene can be evaluated like a val split as well. Files are written atomically; an existing
+scene is kept unless ``--force``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import numpy as np  # noqa: E402
+
+import rsport  # noqa: E402
+from rsport.io import Staged  # noqa: E402
+from rsport.registry import ModelSpec, UnknownModelError  # noqa: E402
+
+WHOLE_SCALE = (5 / 4, 7 / 4)  # (height, width) x input_size
+ODD = (3, 5)  # extra pixels: sizes that are no multiple of the window, stride or 32
+SEED = 7
+OBJECTS_PER_SAMPLE_AREA = 20  # iSAID objects per 120k px, like the sample scenes
+
+
+def whole_size(spec: ModelSpec) -> tuple[int, int]:
+    return tuple(int(size * scale) + odd for size, scale, odd in zip(spec.input_size, WHOLE_SCALE, ODD))
+
+
+def scene_name(spec: ModelSpec) -> str:
+    h, w = whole_size(spec)
+    return f"WHOLE_{h}x{w}"
+
+
+def write_isaid(out: Path, name: str, h: int, w: int, staged: Staged) -> list[Path]:
+    from rsport.data.images import encode_png
+    from rsport.data.labels import ISAID_CLASSES, ISAID_MASK_SUFFIX
+    from rsport.data.samples import isaid_scene
+
+    rng = np.random.default_rng([SEED, 0, h, w])
+    rounds = max(1, round(h * w / 120_000 * OBJECTS_PER_SAMPLE_AREA / len(ISAID_CLASSES)))
+    classes = list(range(1, len(ISAID_CLASSES))) * rounds
+    classes = [classes[j] for j in rng.permutation(len(classes))]
+    image, mask = isaid_scene(rng, h, w, classes)
+    files = [out / f"{name}.png", out.parent / "masks" / f"{name}{ISAID_MASK_SUFFIX}.png"]
+    for path, array in zip(files, (image, mask)):
+        staged.path(path).write_bytes(encode_png(array))
+    return files
+
+
+def write_sen12ms(out: Path, name: str, h: int, w: int, staged: Staged) -> list[Path]:
+    import rasterio
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from rsport.data.labels import DFC_CLASSES
+    from rsport.data.samples import S1_EPSG, S1_PIXEL, s1_scene
+
+    rng = np.random.default_rng([SEED, 1, h, w])
+    regions = max(len(DFC_CLASSES), round(h * w / 65_536 * 14))  # region density of the sample tiles
+    classes = list(range(1, len(DFC_CLASSES) + 1)) + list(rng.integers(1, len(DFC_CLASSES) + 1, regions - len(DFC_CLASSES)))
+    db, labels = s1_scene(rng, h, w, classes)
+    transform = Affine(S1_PIXEL, 0.0, 600000.0, 0.0, -S1_PIXEL, 5500000.0)
+    files = [out / f"{name}.tif", out.parent / "lc" / f"{name}.tif"]
+    for path, data, nodata in zip(files, (db, labels[None]), (None, 0)):
+        profile = dict(driver="GTiff", height=h, width=w, count=data.shape[0], dtype=str(data.dtype),
+                       crs=CRS.from_epsg(S1_EPSG), transform=transform, compress="deflate")
+        if nodata is not None:
+            profile["nodata"] = nodata
+        with rasterio.open(staged.path(path), "w", **profile) as dst:
+            dst.write(data)
+    return files
+
+
+WRITERS = {"isaid": write_isaid, "sen12ms_s1": write_sen12ms}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="test_tipc/scenes.py", description="Write the whole-size scene TIPC's whole modes infer on "
+        "(deterministic, offline; see the module docstring for what 'whole' means).",
+        epilog="example:\n  python test_tipc/scenes.py --model factseg50 --out output/tipc/scenes/factseg50/val/images",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="registered model (its dataset and input size)")
+    parser.add_argument("--out", type=Path, required=True, help="image folder to write the scene into")
+    parser.add_argument("--force", action="store_true", help="write even if the scene exists")
+    args = parser.parse_args(argv)
+    try:
+        spec = rsport.get(args.model)
+    except UnknownModelError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.out.exists() and not args.out.is_dir():
+        print(f"error: {args.out}: exists and is not a folder", file=sys.stderr)
+        return 2
+    (h, w), name = whole_size(spec), scene_name(spec)
+    existing = sorted(args.out.glob(f"{name}.*")) if args.out.is_dir() else []
+    if existing and not args.force:
+        print(f"kept {existing[0]} ({h}x{w})")
+        return 0
+    with Staged() as staged:
+        files = WRITERS[spec.dataset](args.out, name, h, w, staged)
+        staged.commit()
+    for path in files:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
