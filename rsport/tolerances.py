@@ -41,6 +41,15 @@ _add(Tolerance(
                 "fixture, while float64 agrees to 1.7e-13, so this is float noise of the larger, deeper "
                 "maps, not a porting difference."))
 _add(Tolerance(
+    "fp32_prob_deploy", atol=4e-4, rtol=0.0,
+    calibration="float32 class probabilities of an exported program run by an inference engine (BN folded "
+                "into the convolutions, fused oneDNN kernels) against the float32 dynamic model: two noisy "
+                "sides. farseg50 (deploy/export.py, 1x3x192x256, seeded reference): Paddle Inference legacy + "
+                "oneDNN differs from paddle dygraph by 2.1e-4..2.3e-4 at one spot, where paddle dygraph itself is "
+                "7.6e-5..9.9e-5 and the oneDNN run 1.4e-4 from the float64 model (torch fp32: 4.3e-5); its other "
+                "engines stay below 8e-5 of float64. FarSeg's scene relation (sigmoid of 256-channel dot "
+                "products) amplifies rounding; a flipped align_corners moves the output by 8e-3."))
+_add(Tolerance(
     "fp32_logit", atol=1e-5, rtol=5e-4,
     calibration="float32 eval-mode inner taps and logits, relative to the tensor's scale. Measured "
                 "(align/run_all.py, factseg50, 2x3x128x128): worst tap 6.6e-5 of scale (1.3e-3 absolute at "

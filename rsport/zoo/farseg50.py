@@ -41,6 +41,8 @@ register(ModelSpec(
     eval_outputs=("prob",),
     train_outputs=("logit", "step"),
     tolerance="fp32_prob",
+    # deploy/export.py: Paddle Inference's oneDNN legacy program vs the fp32 dynamic model.
+    profile_overrides={("float32", "deploy"): "fp32_prob_deploy"},
     align_input=(2, 128, 128),
     taps=("en.resnet.conv1", "en.resnet.bn1", "en.resnet.layer1", "en.resnet.layer2", "en.resnet.layer3",
           "en.resnet.layer4", "fpn", "gap", "sr", "decoder", "cls_pred_conv", "upsample4x_op"),

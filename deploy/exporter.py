@@ -1,0 +1,336 @@
+"""The export pipeline behind deploy/export.py.
+
+One call, ``export(...)``: resolve the weights (paddle ``.pdparams``, torch ``.pth`` converted
+by convert/'s rule tables, or the embedded seeded reference), build both twins, compute the
+dynamic models' outputs on two seeded fixtures of different batch and size, write every
+artifact into a staging directory, reload each with the runtime that will serve it, compare
+with the dynamic model under the spec's fp32 profile, and only if everything passes move the
+staging directory into place (``deploy.yaml`` and ``export_report.json`` included). A failure
+leaves no output directory behind (and an existing one untouched).
+
+Artifacts (``--format paddle,onnx``):
+
+* ``paddle``: ``model.json`` + ``model.pdiparams`` (Paddle 3's default PIR format) and
+  ``legacy/model.pdmodel`` + ``legacy/model.pdiparams`` (+ ``.info``), the format Paddle
+  Inference runs fastest with oneDNN (deploy/runtime.py).
+* ``onnx``: ``model_paddle.onnx`` (paddle2onnx from a PIR export of the paddle twin) and
+  ``model_torch.onnx`` (``torch.onnx.export`` of the torch reference), opset 17, dynamic N/H/W,
+  with the class-axis Softmax decomposed for ONNX Runtime (deploy/onnx_tools.py).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+from deploy import config as deploy_config
+from rsport import tolerances
+from rsport.compare import compare
+from rsport.fixtures import image_batch
+from rsport.io import sha256
+from rsport.registry import ModelSpec
+from rsport.rules import PADDLE, TORCH
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("paddle", "onnx")
+DIVISOR = 32  # windows are zero-padded to this multiple (sliding window, rsport.sliding)
+FIXTURE_SEED = 0
+# Two fixtures per variant: batch 1 and 2, different (non-square, non-trained) sizes, so the
+# reloaded artifacts prove dynamic batch, height and width.
+FIXTURES = {"default": ((1, 192, 256), (2, 256, 160)), "tiny": ((1, 64, 96), (2, 96, 64))}
+DFC_PALETTE = ((0, 100, 0), (160, 130, 40), (190, 180, 60), (150, 200, 90), (0, 150, 160), (230, 210, 20),
+               (200, 30, 30), (240, 240, 250), (150, 120, 100), (20, 60, 220))
+
+
+class ExportError(Exception):
+    """Bad input (exit 2) or a failed check (exit 1); ``str()`` is one line."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# --- weights ----------------------------------------------------------------------------------
+def resolve_weights(spec: ModelSpec, variant: str, weights: Path | None, seed: int | None = None,
+                    allow_pickle: bool = False) -> tuple[dict, dict, dict]:
+    """(torch state, paddle state, source description), both states as numpy, strictly mapped
+    through the spec's rule table in whichever direction the source needs."""
+    from convert.core import ConversionError, backend, detect_naming, read_source, translate
+    from rsport.rules import apply_naming
+
+    try:
+        if weights is None:
+            from torch_ref.reference_weights import DEFAULT_SEED, build_reference
+
+            seed = DEFAULT_SEED if seed is None else seed
+            torch_state = backend(TORCH).state_arrays(build_reference(spec, variant, seed))
+            source = {"kind": "embedded seeded reference", "seed": seed}
+            return torch_state, translate(spec, torch_state, TORCH, backend(PADDLE).build(spec, variant)), source
+        suffix = weights.suffix.lower()
+        if suffix not in (".pdparams", ".pth", ".pt"):
+            raise ExportError(f"{weights}: weights must be a paddle .pdparams or a torch .pth/.pt file")
+        side = PADDLE if suffix == ".pdparams" else TORCH
+        arrays, notes = read_source(weights, side, allow_pickle)
+        source = {"kind": f"{side} checkpoint", "path": str(weights), "sha256": sha256(weights), "notes": notes}
+        if side == PADDLE:
+            naming, note = detect_naming(spec, arrays, "auto")
+            if naming != "native":
+                arrays, naming_notes = apply_naming(arrays, spec.paddle_namings[naming])
+                source["notes"] += [note] + naming_notes
+            return translate(spec, arrays, PADDLE, backend(TORCH).build(spec, variant)), arrays, source
+        return arrays, translate(spec, arrays, TORCH, backend(PADDLE).build(spec, variant)), source
+    except ConversionError as err:
+        raise ExportError(str(err).splitlines()[0] if str(err) else "conversion failed") from None
+
+
+# --- staging ----------------------------------------------------------------------------------
+class StagedDir:
+    """Build a directory next to its destination and move it into place on ``commit()``; an
+    existing destination is replaced only then. Leaving without commit removes the staging."""
+
+    def __init__(self, final: Path):
+        self.final = Path(final)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.path = self.final.with_name(f".{self.final.name}.tmp-{os.getpid()}")
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir()
+
+    def commit(self) -> None:
+        old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
+        if self.final.exists():
+            os.replace(self.final, old)
+        os.replace(self.path, self.final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def __enter__(self) -> "StagedDir":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+# --- artifacts --------------------------------------------------------------------------------
+def _artifact(runtime: str, fmt: str, model_file: str, params_file: str | None = None, **extra) -> dict:
+    entry = {"runtime": runtime, "format": fmt, "model_file": model_file}
+    if params_file:
+        entry["params_file"] = params_file
+    entry.update(extra)
+    return entry
+
+
+def _write_paddle(pmodel, spec, stage: Path, formats) -> tuple[dict, dict, dict]:
+    """The paddle-side artifacts. Dygraph-to-static conversion takes seconds per program, so the
+    PIR program is written once and serves both Paddle Inference (``model.json``) and paddle2onnx.
+    Order matters: the legacy program is saved before the ONNX swaps (it keeps Paddle's native
+    adaptive pooling, see paddle_export.export_ready), the PIR program after them."""
+    from deploy import onnx_tools, paddle_export
+
+    artifacts, swaps, notes = {}, {}, {}
+    changed = paddle_export.export_ready(pmodel, onnx=False)
+    if "paddle" in formats:
+        log.info("%s: Paddle static, legacy format", spec.name)
+        paddle_export.save_legacy(pmodel, spec, stage / "legacy" / "model")
+        artifacts["paddle_legacy"] = _artifact("paddle", "legacy", "legacy/model.pdmodel", "legacy/model.pdiparams",
+                                               info_file="legacy/model.pdiparams.info")
+        swaps["paddle_legacy"] = list(changed)
+    onnx = "onnx" in formats
+    changed += paddle_export.export_ready(pmodel, onnx=onnx)
+    pir = stage / "model" if "paddle" in formats else stage / ".p2o" / "model"
+    pir.parent.mkdir(exist_ok=True)
+    log.info("%s: Paddle static, PIR format", spec.name)
+    paddle_export.save_pir(pmodel, spec, pir)
+    if "paddle" in formats:
+        artifacts["paddle_pir"] = _artifact("paddle", "pir", "model.json", "model.pdiparams")
+        swaps["paddle_pir"] = changed
+    if onnx:
+        log.info("%s: ONNX through paddle2onnx", spec.name)
+        scratch = stage / ".p2o"
+        scratch.mkdir(exist_ok=True)
+        retyped = paddle_export.retype_double_scales(Path(str(pir) + ".json"), scratch / "p2o.json")
+        paddle_export.paddle2onnx(scratch / "p2o.json", Path(str(pir) + ".pdiparams"), stage / "model_paddle.onnx")
+        shutil.rmtree(scratch)
+        rewritten = onnx_tools.decompose_channel_softmax(stage / "model_paddle.onnx")
+        artifacts["onnx_paddle"] = _artifact("onnxruntime", "onnx", "model_paddle.onnx",
+                                             opset=paddle_export.ONNX_OPSET, source="paddle2onnx of the paddle twin")
+        swaps["onnx_paddle"] = changed
+        notes["onnx_paddle"] = {"retyped_interpolate_scales": retyped, "decomposed_channel_softmax": rewritten}
+    return artifacts, swaps, notes
+
+
+def _write_onnx_torch(tmodel, spec, stage: Path) -> tuple[dict, list[str], dict]:
+    from deploy import onnx_tools, torch_export
+
+    changed = torch_export.export_ready(tmodel)
+    torch_export.save_onnx(tmodel, spec, stage / "model_torch.onnx")
+    rewritten = onnx_tools.decompose_channel_softmax(stage / "model_torch.onnx")
+    return {"onnx_torch": _artifact("onnxruntime", "onnx", "model_torch.onnx", opset=torch_export.ONNX_OPSET,
+                                    source="torch.onnx.export (TorchScript exporter) of the torch reference")}, \
+        changed, {"decomposed_channel_softmax": rewritten}
+
+
+# Which runtime configurations each artifact is checked in (the ones deploy/infer.py offers).
+CHECKS = {"paddle_legacy": ("onednn", "native", "openvino"), "paddle_pir": ("onednn", "native"),
+          "onnx_paddle": ("default",), "onnx_torch": ("default",)}
+
+
+def _check(stage: Path, key: str, entry: dict, inputs: list, expected: list, tol, threads: int) -> dict:
+    from deploy import runtime
+
+    results = {}
+    for label in CHECKS[key]:
+        predictor = runtime.for_artifact(stage, entry, threads, engine=label)
+        rows = []
+        for x, ref in zip(inputs, expected):
+            diff = compare("prob", predictor(x), ref, tol).as_dict()
+            diff["input"] = list(x.shape)
+            rows.append(diff)
+        results[label] = {"passed": all(r["passed"] for r in rows), "fixtures": rows}
+        del predictor
+    return results
+
+
+def _tool_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("paddlepaddle", "torch", "onnx", "onnxruntime", "paddle2onnx", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def deploy_yaml(spec: ModelSpec, variant: str, artifacts: dict, source: dict) -> dict:
+    from rsport.data.labels import DFC_CLASSES, ISAID_CLASSES, ISAID_PALETTE
+
+    isaid = spec.dataset == "isaid"
+    classes, palette = (ISAID_CLASSES, ISAID_PALETTE) if isaid else (DFC_CLASSES, DFC_PALETTE)
+    runtimes = {}
+    if "paddle_legacy" in artifacts:
+        runtimes["paddle"] = {"artifact": "paddle_legacy", "engine": "onednn"}
+        runtimes["openvino"] = {"artifact": "paddle_legacy", "engine": "openvino",
+                                "note": "Paddle Inference with its OpenVINO engine, fp32"}
+    if "onnx_paddle" in artifacts:
+        runtimes["onnxruntime"] = {"artifact": "onnx_paddle"}
+    return {
+        "format_version": deploy_config.FORMAT_VERSION,
+        "model": spec.name,
+        "variant": variant,
+        "weights": source,
+        "input": {
+            "name": "x", "shape": list(spec.export_input_spec()), "layout": "NCHW", "dtype": "float32",
+            "channels": spec.in_channels,
+            "reader": "rgb8" if isaid else "s1_db",
+            "reader_note": ("8-bit RGB image (PNG/JPEG/TIFF) or an RGB GeoTIFF, values 0..255" if isaid else
+                            "2-band GeoTIFF VV, VH in dB: NaN -> 0, clip [-25, 0], /25 + 1, x 255 (0..255 scale)"),
+            "mean": [float(m) for m in spec.mean], "std": [float(s) for s in spec.std],
+            "normalize": "(x - mean) / std on the 0..255 scale, per channel, float32",
+            "divisor": DIVISOR,
+        },
+        "output": {"name": "prob", "op": "probabilities", "dtype": "float32",
+                   "description": "class probabilities [N, num_classes, H, W] (summing to 1); argmax gives class ids",
+                   "num_classes": spec.num_classes, "classes": list(classes),
+                   "palette": [list(c) for c in palette]},
+        "sliding_window": {"window": list(spec.input_size), "stride": [s * 4 // 7 for s in spec.input_size]},
+        "artifacts": artifacts,
+        "runtimes": runtimes,
+    }
+
+
+def export(spec: ModelSpec, out: Path, *, variant: str = "default", weights: Path | None = None,
+           formats=FORMATS, seed: int | None = None, allow_pickle: bool = False, threads: int = 2) -> dict:
+    """Export, check and write; returns the report. Raises ExportError."""
+    from convert.core import backend
+
+    start = time.perf_counter()
+    tb, pb = backend(TORCH), backend(PADDLE)
+    tb.set_threads(threads)
+    pb.set_threads(threads)
+    torch_state, paddle_state, source = resolve_weights(spec, variant, weights, seed, allow_pickle)
+    tmodel, pmodel = tb.build(spec, variant), pb.build(spec, variant)
+    tb.load_state(tmodel, torch_state)
+    pb.load_state(pmodel, paddle_state)
+    tol = tolerances.get(spec.profile_overrides.get(("float32", "deploy"), spec.tolerance))
+    inputs = [image_batch(spec, (n, spec.in_channels, h, w), FIXTURE_SEED + i)
+              for i, (n, h, w) in enumerate(FIXTURES[variant])]
+    expected = {PADDLE: [pb.forward(pmodel, spec, x)["prob"] for x in inputs],
+                TORCH: [tb.forward(tmodel, spec, x)["prob"] for x in inputs]}
+    twin_tol = tolerances.get(spec.tolerance)
+    twins = [compare("prob", p, t, twin_tol).as_dict() for p, t in zip(expected[PADDLE], expected[TORCH])]
+    report = {"model": spec.name, "variant": variant, "weights": source, "formats": list(formats),
+              "tolerance": {"profile": tol.name, "atol": tol.atol, "rtol": tol.rtol},
+              "fixtures": [list(x.shape) for x in inputs], "fixture_seed": FIXTURE_SEED,
+              "twins": {"passed": all(d["passed"] for d in twins), "profile": twin_tol.name, "fixtures": twins},
+              "artifacts": {}, "export_ready_swaps": {}, "onnx_rewrites": {}, "versions": _tool_versions()}
+    with StagedDir(out) as stage:
+        artifacts = {}
+        log.info("%s: writing artifacts (%s)", spec.name, ", ".join(formats))
+        try:
+            written, swaps, notes = _write_paddle(pmodel, spec, stage.path, formats)
+            artifacts.update(written)
+            report["export_ready_swaps"].update(swaps)
+            report["onnx_rewrites"].update(notes)
+            if "onnx" in formats:
+                log.info("%s: ONNX through torch.onnx.export", spec.name)
+                written, changed, notes = _write_onnx_torch(tmodel, spec, stage.path)
+                artifacts.update(written)
+                report["export_ready_swaps"]["onnx_torch"] = changed
+                report["onnx_rewrites"]["onnx_torch"] = notes
+        except Exception as err:  # noqa: BLE001 - any exporter failure is reported as one line
+            message = str(err).strip().splitlines()
+            raise ExportError(f"{spec.name}: export failed: {type(err).__name__}: "
+                              f"{message[-1] if message else ''}"[:400], exit_code=1) from err
+        for key, entry in artifacts.items():
+            log.info("%s: checking %s", spec.name, key)
+            side = TORCH if key == "onnx_torch" else PADDLE
+            checks = _check(stage.path, key, entry, inputs, expected[side], tol, threads)
+            entry["sha256"] = {role: sha256(stage.path / entry[role]) for role in ("model_file", "params_file")
+                               if role in entry}
+            report["artifacts"][key] = {"files": [entry[r] for r in ("model_file", "params_file", "info_file")
+                                                  if r in entry],
+                                        "reference": f"{side} dynamic model", "checks": checks,
+                                        "passed": all(c["passed"] for c in checks.values())}
+        report["passed"] = report["twins"]["passed"] and all(a["passed"] for a in report["artifacts"].values())
+        report["seconds"] = round(time.perf_counter() - start, 1)
+        deploy_config.write(stage.path / deploy_config.FILENAME, deploy_yaml(spec, variant, artifacts, source))
+        (stage.path / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        if not report["passed"]:
+            raise ExportError(f"{spec.name}: {summary_failures(report)}; nothing written", exit_code=1)
+        stage.commit()
+    return report
+
+
+def summary_failures(report: dict) -> str:
+    failed = []
+    if not report["twins"]["passed"]:
+        failed.append("twins disagree")
+    for key, art in report["artifacts"].items():
+        for label, check in art["checks"].items():
+            for row in check["fixtures"]:
+                if not row["passed"]:
+                    failed.append(f"{key} ({label}) on {row['input']}: " +
+                                  (row["problem"] or f"max_abs {row['max_abs']:.3g} > {row['bound']:.3g}"))
+    return "; ".join(failed) or "passed"
+
+
+def summary(report: dict, out: Path) -> str:
+    """One screen for stdout."""
+    lines = [f"{report['model']} ({report['variant']}): export {'OK' if report['passed'] else 'FAILED'} "
+             f"in {report['seconds']:.0f} s -> {out}",
+             f"  weights   {report['weights'].get('path', report['weights']['kind'])}",
+             f"  profile   {report['tolerance']['profile']} (max_abs <= {report['tolerance']['atol']:g}"
+             f" + {report['tolerance']['rtol']:g} x scale), fixtures {report['fixtures']}"]
+    worst = max(d["max_abs"] for d in report["twins"]["fixtures"])
+    lines.append(f"  {'twins':<24} max_abs {worst:.2e}  (paddle dygraph vs torch eager)")
+    for key, art in report["artifacts"].items():
+        for label, check in art["checks"].items():
+            worst = max(d["max_abs"] for d in check["fixtures"])
+            lines.append(f"  {key + ' ' + label:<24} max_abs {worst:.2e}  {'PASS' if check['passed'] else 'FAIL'}"
+                         f"  vs {art['reference']}  [{', '.join(art['files'])}]")
+    return "\n".join(lines)
