@@ -157,3 +157,21 @@ tipc_check_mode() {
         exit 2
     fi
 }
+
+# tipc_start SCRIPT ARGS...: the entry of both scripts: exactly CONFIG and MODE, the config read
+# and checked into TIPC_LINES, CONFIG made absolute, MODE checked, then cd to the repository root.
+# Sets CONFIG and MODE; exits 2 on bad arguments.
+tipc_start() {
+    local script=$1
+    shift
+    if [[ $# -ne 2 ]]; then
+        printf 'usage: bash test_tipc/%s CONFIG MODE   (MODE: %s)\n' "$script" "${TIPC_MODES[*]}" >&2
+        exit 2
+    fi
+    CONFIG=$1
+    MODE=$2
+    [[ "$CONFIG" == /* ]] || CONFIG="$PWD/$CONFIG"
+    tipc_read_config "$CONFIG"
+    tipc_check_mode "$MODE"
+    cd "$ROOT" || exit 2
+}

@@ -13,16 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=test_tipc/common_func.sh
 source "$ROOT/test_tipc/common_func.sh"
 
-if [[ $# -ne 2 ]]; then
-    printf 'usage: bash test_tipc/prepare.sh CONFIG MODE   (MODE: %s)\n' "${TIPC_MODES[*]}" >&2
-    exit 2
-fi
-CONFIG=$1
-MODE=$2
-[[ "$CONFIG" == /* ]] || CONFIG="$PWD/$CONFIG"
-tipc_read_config "$CONFIG"
-tipc_check_mode "$MODE"
-cd "$ROOT"
+tipc_start prepare.sh "$@"
 
 model_name=$(tipc_value "${TIPC_LINES[1]}")
 python=$(tipc_value "${TIPC_LINES[2]}")

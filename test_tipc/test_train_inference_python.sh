@@ -17,16 +17,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=test_tipc/common_func.sh
 source "$ROOT/test_tipc/common_func.sh"
 
-if [[ $# -ne 2 ]]; then
-    printf 'usage: bash test_tipc/test_train_inference_python.sh CONFIG MODE   (MODE: %s)\n' "${TIPC_MODES[*]}" >&2
-    exit 2
-fi
-CONFIG=$1
-MODE=$2
-[[ "$CONFIG" == /* ]] || CONFIG="$PWD/$CONFIG"
-tipc_read_config "$CONFIG"
-tipc_check_mode "$MODE"
-cd "$ROOT" || exit 2
+tipc_start test_train_inference_python.sh "$@"
 
 L=("${TIPC_LINES[@]}")
 # ---- train_params (lines 1..20)
