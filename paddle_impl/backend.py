@@ -319,29 +319,28 @@ def all_reduce_mean(value: float, world_size: int, device) -> float:
 _ACCUMULATOR = re.compile(r"^(?P<param>.+)(?P<acc>_velocity_\d+)$")  # FRAMEWORK-DIFF: paddle's accumulator names
 
 
+def _rename_accumulators(state: dict, names: dict, where: str) -> dict:  # FRAMEWORK-DIFF: accumulators are keyed by
+    """Re-key momentum accumulators by ``names`` (parameter name -> name); the scheduler entry stays."""  # FRAMEWORK-DIFF: same
+    renamed = {}  # FRAMEWORK-DIFF: paddle's generated parameter names, which depend on what the process built
+    for key, value in state.items():  # FRAMEWORK-DIFF: before; saved under the structured names
+        match = _ACCUMULATOR.match(key)  # FRAMEWORK-DIFF: same
+        if key != "LR_Scheduler" and (match is None or match["param"] not in names):  # FRAMEWORK-DIFF: same
+            raise StateError(f"{where}optimizer state entry {key!r} does not belong to a parameter of the model")  # FRAMEWORK-DIFF: same
+        renamed[key if match is None else names[match["param"]] + match["acc"]] = value  # FRAMEWORK-DIFF: same
+    return renamed  # FRAMEWORK-DIFF: same
+
+
 def save_optimizer(recipe, model, path) -> None:
     """Optimizer (momentum buffers) and scheduler state of a Recipe, to one file."""
-    structured = {p.name: name for name, p in model.named_parameters()}  # FRAMEWORK-DIFF: accumulators are keyed by
-    state = {}  # FRAMEWORK-DIFF: paddle's generated parameter names, which depend on what the process built
-    for key, value in recipe.optimizer.state_dict().items():  # FRAMEWORK-DIFF: before; saved under the
-        match = _ACCUMULATOR.match(key)  # FRAMEWORK-DIFF: structured names (model.named_parameters)
-        if key != "LR_Scheduler" and (match is None or match["param"] not in structured):  # FRAMEWORK-DIFF: same
-            raise StateError(f"optimizer state entry {key!r} does not belong to a parameter of the model")  # FRAMEWORK-DIFF: same
-        state[key if match is None else structured[match["param"]] + match["acc"]] = value  # FRAMEWORK-DIFF: same
-    paddle.save(state, str(path))  # FRAMEWORK-DIFF: state API
+    structured = {p.name: name for name, p in model.named_parameters()}  # FRAMEWORK-DIFF: generated -> structured names
+    paddle.save(_rename_accumulators(recipe.optimizer.state_dict(), structured, ""), str(path))  # FRAMEWORK-DIFF: state API
 
 
 def load_optimizer(recipe, model, path) -> None:
     """Restore what ``save_optimizer`` wrote (the model's parameters in the same order)."""
-    state = paddle.load(str(path))  # FRAMEWORK-DIFF: loader
     generated = {name: p.name for name, p in model.named_parameters()}  # FRAMEWORK-DIFF: back to this process's names
-    renamed = {}  # FRAMEWORK-DIFF: same
-    for key, value in state.items():  # FRAMEWORK-DIFF: same
-        match = _ACCUMULATOR.match(key)  # FRAMEWORK-DIFF: same
-        if key != "LR_Scheduler" and (match is None or match["param"] not in generated):  # FRAMEWORK-DIFF: same
-            raise StateError(f"{path}: optimizer state entry {key!r} does not belong to a parameter of the model")  # FRAMEWORK-DIFF: same
-        renamed[key if match is None else generated[match["param"]] + match["acc"]] = value  # FRAMEWORK-DIFF: same
-    recipe.optimizer.set_state_dict(renamed)  # FRAMEWORK-DIFF: restores the scheduler too (LR_Scheduler)
+    state = _rename_accumulators(paddle.load(str(path)), generated, f"{path}: ")  # FRAMEWORK-DIFF: loader
+    recipe.optimizer.set_state_dict(state)  # FRAMEWORK-DIFF: restores the scheduler too (LR_Scheduler)
 
 
 def probabilities(model, spec: ModelSpec, x: np.ndarray, device) -> np.ndarray:
