@@ -7,77 +7,33 @@ float32 and float64 before anything is renamed into place.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rsport import tolerances
-from rsport.checkpoint import CheckpointError, hints_for, unwrap
+from rsport import reference, tolerances
+from rsport.checkpoint import hints_for
 from rsport.compare import compare
 from rsport.fixtures import image_batch
+from rsport.frameworks import adapter as backend, other
 from rsport.io import Staged, sha256
 from rsport.registry import ModelSpec
-from rsport.rules import PADDLE, TORCH, apply_naming, apply_plan, format_report, make_plan
+from rsport.rules import PADDLE, TORCH, apply_plan, format_report
+from rsport.weights import (ConversionError, fill_side_only, plan_for, read_source, to_native,  # noqa: F401
+                            translate)  # ConversionError and translate are re-exported for scripts
 
 log = logging.getLogger(__name__)
 
-BACKENDS = {TORCH: "torch_ref.backend", PADDLE: "paddle_impl.backend"}
 OUTPUT_DIR = Path("output") / "weights"
 FIXTURE_SEED = 0
 MAX_KEPT_SIZE = 16  # dropped tensors up to this size are kept in the manifest for the way back
 
 
-class ConversionError(RuntimeError):
-    """Bad input or a failed check; ``str()`` is the whole report, the first line a summary."""
-
-    def __init__(self, message: str, exit_code: int = 2):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def backend(side: str):
-    return importlib.import_module(BACKENDS[side])
-
-
-def other(side: str) -> str:
-    return PADDLE if side == TORCH else TORCH
-
-
 def default_path(spec: ModelSpec, variant: str, side: str, tag: str = "") -> Path:
     suffix = "" if variant == "default" else f"_{variant}"
     return OUTPUT_DIR / f"{spec.name}{suffix}{tag}{backend(side).WEIGHTS_SUFFIX}"
-
-
-def read_source(path: Path, side: str, allow_pickle: bool = False) -> tuple[dict, list[str]]:
-    """Load and unwrap a checkpoint into name -> numpy array, or raise ConversionError."""
-    if not path.is_file():
-        raise ConversionError(f"no such file: {path}")
-    fw = backend(side)
-    try:
-        raw = fw.load_file(str(path), allow_pickle)
-    except Exception as err:  # noqa: BLE001 - arbitrary bytes can make an unpickler raise anything
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConversionError(f"{path} is not a readable {side} checkpoint (corrupt, truncated or another "
-                              f"format): {type(err).__name__}: {first[:120]}") from None
-    try:
-        state, notes = unwrap(raw, fw.is_tensor)
-    except CheckpointError as err:
-        raise ConversionError(f"{path} is not a {side} state_dict: {err}") from None
-    return fw.to_numpy(state), notes
-
-
-def detect_naming(spec: ModelSpec, keys, naming: str) -> tuple[str, str | None]:
-    """Pick the paddle-side naming of a source; reported, never silent."""
-    if naming != "auto":
-        return naming, None
-    for name, table in spec.paddle_namings.items():
-        hits = sum(any(m in k for m in table.markers) for k in keys)
-        if hits:
-            return name, f"detected {name} naming ({hits} keys contain {' or '.join(table.markers)})"
-    return "native", None
 
 
 @dataclass
@@ -99,7 +55,7 @@ def forward_parity(spec: ModelSpec, variant: str, torch_arrays: dict, paddle_arr
     """Eval-mode forward of both twins on the seeded fixture in float32 and float64."""
     tb, pb = backend(TORCH), backend(PADDLE)
     tmodel, pmodel = tb.build(spec, variant), pb.build(spec, variant)
-    tb.load_state(tmodel, torch_arrays)
+    tb.load_state(tmodel, fill_side_only(spec, torch_arrays, TORCH, tmodel))
     pb.load_state(pmodel, paddle_arrays)
     shape = spec.fixture_shape(variant)
     parity = {}
@@ -119,16 +75,11 @@ def convert(spec: ModelSpec, source_side: str, src: Path, dst: Path, variant: st
     """Convert ``src`` (a ``source_side`` checkpoint of ``spec``) into ``dst``; raise ConversionError."""
     start = time.perf_counter()
     target_side = other(source_side)
-    arrays, notes = read_source(src, source_side, allow_pickle)
+    arrays, notes = read_source(src, None if str(src).endswith(".safetensors") else source_side, allow_pickle)
     if source_note:
         notes.insert(0, source_note)
-    paddle_keys = arrays if source_side == PADDLE else ()
-    naming, naming_note = detect_naming(spec, paddle_keys, naming)
-    if naming_note:
-        notes.append(naming_note)
-    if naming != "native":
-        arrays, naming_notes = apply_naming(arrays, spec.paddle_namings[naming])
-        notes.extend(naming_notes)
+    arrays, naming_notes = to_native(spec, arrays, source_side, naming)
+    notes.extend(naming_notes)
     plan, target, rules = plan_for(spec, arrays, source_side, backend(target_side).build(spec, variant))
     if not plan.ok:
         title = f"{src} does not convert to {spec.name} ({variant}, {plan.direction})"
@@ -155,38 +106,24 @@ def convert(spec: ModelSpec, source_side: str, src: Path, dst: Path, variant: st
     return result
 
 
-def plan_for(spec: ModelSpec, arrays: dict, source_side: str, target_model):
-    """The checked rename plan of a state (name -> numpy) onto ``target_model`` (other framework)."""
-    target = backend(other(source_side)).schema(target_model)
-    rules = spec.all_rules()
-    plan = make_plan({k: (v.shape, str(v.dtype)) for k, v in arrays.items()}, target, rules, source_side, spec.ignore)
-    return plan, target, rules
-
-
-def translate(spec: ModelSpec, arrays: dict, source_side: str, target_model) -> dict:
-    """Map a state (name -> numpy) onto ``target_model``'s names with the spec's rules, strictly."""
-    plan, target, rules = plan_for(spec, arrays, source_side, target_model)
-    if not plan.ok:
-        raise ConversionError(format_report(plan, f"state does not map onto {spec.name}",
-                                            hints_for(plan, spec.name, arrays)))
-    return apply_plan(plan, arrays, target, rules)
-
-
 def _restorable(src: Path, plan, notes: list[str]) -> dict | None:
     """Values of tensors the other framework has no place for (BN step counters), kept by the
     manifest of the conversion that produced ``src``, so that a round trip is bit-exact."""
     companion = Path(str(src) + ".manifest.json")
+    why = "no manifest of the source's conversion beside it"
     if companion.is_file():
         saved = json.loads(companion.read_text())
-        if saved.get("target", {}).get("sha256") == sha256(src):
+        if saved.get("target", {}).get("sha256") != sha256(src):
+            why = f"{companion} describes another file (sha256 differs)"
+        else:
             kept = saved.get("dropped_values", {})
             names = [name for name, _ in plan.recreated if name in kept]
-            notes.append(f"restored {len(names)}/{len(plan.recreated)} dropped tensors from {companion}")
-            return {name: kept[name] for name in names}
-        notes.append(f"ignored {companion}: it describes another file (sha256 differs)")
+            if names:
+                notes.append(f"restored {len(names)}/{len(plan.recreated)} dropped tensors from {companion}")
+                return {name: kept[name] for name in names}
+            why = f"{companion} kept no values for them (its own source had none)"
     rules = sorted({rule for _, rule in plan.recreated})
-    notes.append(f"recreated {len(plan.recreated)} tensors with their rule's fill ({', '.join(rules)}): "
-                 f"no manifest of the source's conversion beside it")
+    notes.append(f"recreated {len(plan.recreated)} tensors with their rule's fill ({', '.join(rules)}): {why}")
     return None
 
 
@@ -222,15 +159,7 @@ def summary(result: Result) -> str:
 
 
 def write_reference(spec: ModelSpec, variant: str, seed: int | None = None) -> tuple[Path, str]:
-    """Build the embedded default torch reference and save it (staged) under output/weights/."""
-    from torch_ref.reference_weights import DEFAULT_SEED, build_reference
-
-    seed = DEFAULT_SEED if seed is None else seed
-    path = default_path(spec, variant, TORCH, "_reference")
-    log.info("building the embedded %s reference (%s, seed %d)...", spec.name, variant, seed)
-    model = build_reference(spec, variant, seed)
-    tb = backend(TORCH)
-    with Staged() as staged:
-        tb.save_file(tb.state_arrays(model), staged.path(path))
-        staged.commit()
-    return path, f"embedded default: seeded torch reference (seed {seed}, randomized BN statistics)"
+    """The embedded default reference (rsport/reference.py: one framework-neutral .safetensors
+    file, built on first use) as a conversion source."""
+    seed = reference.DEFAULT_SEED if seed is None else seed
+    return reference.ensure(spec, variant, seed, TORCH), reference.describe(seed)

@@ -1,10 +1,7 @@
 """Convert torch weights of a registered model to paddle; see `--help` and convert/core.py."""
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from convert.cli import main  # noqa: E402
+from convert.cli import main
 
 if __name__ == "__main__":
     sys.exit(main("torch"))

@@ -13,7 +13,6 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 EXAMPLES = """examples:
   python deploy/benchmark.py                                   # factseg50, 512 and 896, every backend
@@ -150,7 +149,6 @@ def ensure_export(spec, root: Path, variant: str) -> Path:
 
 def make_backend(name: str, spec, model_dir: Path, threads: int, states: dict):
     """A callable ``x -> probs`` for one backend (weights: those of the export)."""
-    import numpy as np
 
     from deploy import config, runtime
 

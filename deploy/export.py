@@ -7,17 +7,18 @@ import sys
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+import rsport
+from rsport.cli import CliError, add_model_args, selected_models
+from rsport.registry import VARIANTS
+
 warnings.filterwarnings("ignore", message="No ccache found")  # paddle's import-time notice, not ours
 
-import rsport  # noqa: E402
-from rsport.registry import VARIANTS, UnknownModelError  # noqa: E402
-
 EXAMPLES = """examples:
-  python deploy/export.py factseg50 --out output/deploy/factseg50                 # embedded seeded reference
-  python deploy/export.py factseg50 --weights factseg50.pth --out output/deploy/factseg50
-  python deploy/export.py farseg50 --weights farseg50.pdparams --out output/deploy/farseg50 --format paddle
-  python deploy/export.py vit_s16_upernet --variant tiny --out output/deploy/vit_tiny
+  python deploy/export.py --model factseg50 --out output/deploy/factseg50         # embedded seeded reference
+  python deploy/export.py --model factseg50 --weights factseg50.pth --out output/deploy/factseg50
+  python deploy/export.py --model farseg50 --weights farseg50.pdparams --out output/deploy/farseg50 --format paddle
+  python deploy/export.py --model vit_s16_upernet --variant tiny --out output/deploy/vit_tiny
+  python deploy/export.py --spec my_package.my_spec --out output/deploy/mine       # a model from your own package
 
 writes OUT/deploy.yaml, OUT/export_report.json and the artifacts:
   paddle: model.json + model.pdiparams (PIR), legacy/model.pdmodel + legacy/model.pdiparams
@@ -33,7 +34,7 @@ def parse(argv=None) -> argparse.Namespace:
                     "and compare it with the dynamic model on two seeded fixtures under the model's fp32 "
                     "tolerance profile. The output directory appears only when every check passes.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help=f"registered model (known: {', '.join(rsport.names())})")
+    add_model_args(parser, required=True, positional=True)
     parser.add_argument("--weights", type=Path, default=None,
                         help="paddle .pdparams or torch .pth (converted through convert/'s rules); "
                              "default: the embedded seeded reference")
@@ -47,6 +48,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for the checks (default: %(default)s)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="let torch unpickle arbitrary objects (only for .pth files you trust)")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="export from paddle alone: no model_torch.onnx and no twins check, torch never "
+                             "imported (default: use torch when the formats include onnx and torch is installed)")
     return parser.parse_args(argv)
 
 
@@ -55,8 +59,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     try:
-        spec = rsport.get(args.model)
-    except UnknownModelError as err:
+        spec = rsport.get(selected_models(args)[0])
+    except CliError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from deploy.exporter import FORMATS, ExportError, export, summary
@@ -73,7 +77,8 @@ def main(argv=None) -> int:
         return 2
     try:
         report = export(spec, args.out, variant=args.variant, weights=args.weights, formats=formats,
-                        seed=args.seed, allow_pickle=args.allow_pickle, threads=args.threads)
+                        seed=args.seed, allow_pickle=args.allow_pickle, threads=args.threads,
+                        with_torch=False if args.no_torch else None)
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -57,35 +57,41 @@ class ExportError(Exception):
 
 # --- weights ----------------------------------------------------------------------------------
 def resolve_weights(spec: ModelSpec, variant: str, weights: Path | None, seed: int | None = None,
-                    allow_pickle: bool = False) -> tuple[dict, dict, dict]:
-    """(torch state, paddle state, source description), both states as numpy, strictly mapped
-    through the spec's rule table in whichever direction the source needs."""
-    from convert.core import ConversionError, backend, detect_naming, read_source, translate
-    from rsport.rules import apply_naming
+                    allow_pickle: bool = False, with_torch: bool = True) -> tuple[dict | None, dict, dict]:
+    """(torch state or None, paddle state, source description), both states as numpy, strictly
+    mapped through the spec's rule table in whichever direction the source needs. With
+    ``with_torch=False`` (a paddle-only export) torch is never imported: a ``.pth`` is refused."""
+    from rsport import reference
+    from rsport.frameworks import FrameworkMissing, adapter
+    from rsport.weights import ConversionError, load_for, side_of
 
+    pmodel = adapter(PADDLE).build(spec, variant)
     try:
         if weights is None:
-            from torch_ref.reference_weights import DEFAULT_SEED, build_reference
-
-            seed = DEFAULT_SEED if seed is None else seed
-            torch_state = backend(TORCH).state_arrays(build_reference(spec, variant, seed))
-            source = {"kind": "embedded seeded reference", "seed": seed}
-            return torch_state, translate(spec, torch_state, TORCH, backend(PADDLE).build(spec, variant)), source
-        suffix = weights.suffix.lower()
-        if suffix not in (".pdparams", ".pth", ".pt"):
-            raise ExportError(f"{weights}: weights must be a paddle .pdparams or a torch .pth/.pt file")
-        side = PADDLE if suffix == ".pdparams" else TORCH
-        arrays, notes = read_source(weights, side, allow_pickle)
-        source = {"kind": f"{side} checkpoint", "path": str(weights), "sha256": sha256(weights), "notes": notes}
-        if side == PADDLE:
-            naming, note = detect_naming(spec, arrays, "auto")
-            if naming != "native":
-                arrays, naming_notes = apply_naming(arrays, spec.paddle_namings[naming])
-                source["notes"] += [note] + naming_notes
-            return translate(spec, arrays, PADDLE, backend(TORCH).build(spec, variant)), arrays, source
-        return arrays, translate(spec, arrays, TORCH, backend(PADDLE).build(spec, variant)), source
+            seed = reference.DEFAULT_SEED if seed is None else seed
+            source = {"kind": "embedded seeded reference", "seed": seed,
+                      "file": str(reference.path_for(spec, variant, seed))}
+            paddle_state = reference.reference_arrays(spec, variant, PADDLE, pmodel, seed)
+        else:
+            suffix = weights.suffix.lower()
+            if suffix not in (".pdparams", ".pth", ".pt", ".safetensors"):
+                raise ExportError(f"{weights}: weights must be a paddle .pdparams, a torch .pth/.pt or a "
+                                  f".safetensors file")
+            if side_of(weights) == TORCH and not with_torch:
+                raise ExportError(f"{weights}: a torch checkpoint needs torch; this export runs without it")
+            source = {"kind": f"{side_of(weights) or 'neutral'} checkpoint", "path": str(weights),
+                      "sha256": sha256(weights)}
+            paddle_state = load_for(spec, pmodel, PADDLE, weights, allow_pickle)
+        torch_state = None
+        if with_torch:
+            tmodel = adapter(TORCH).build(spec, variant)
+            torch_state = (reference.reference_arrays(spec, variant, TORCH, tmodel, seed) if weights is None
+                           else load_for(spec, tmodel, TORCH, weights, allow_pickle))
+        return torch_state, paddle_state, source
     except ConversionError as err:
         raise ExportError(str(err).splitlines()[0] if str(err) else "conversion failed") from None
+    except FrameworkMissing as err:
+        raise ExportError(str(err)) from None
 
 
 # --- staging ----------------------------------------------------------------------------------
@@ -244,30 +250,44 @@ def deploy_yaml(spec: ModelSpec, variant: str, artifacts: dict, source: dict) ->
 
 
 def export(spec: ModelSpec, out: Path, *, variant: str = "default", weights: Path | None = None,
-           formats=FORMATS, seed: int | None = None, allow_pickle: bool = False, threads: int = 2) -> dict:
-    """Export, check and write; returns the report. Raises ExportError."""
-    from convert.core import backend
+           formats=FORMATS, seed: int | None = None, allow_pickle: bool = False, threads: int = 2,
+           with_torch: bool | None = None) -> dict:
+    """Export, check and write; returns the report. Raises ExportError.
+
+    torch is used for ``model_torch.onnx`` and the twins check (paddle dygraph vs torch eager)
+    when ``onnx`` is among the formats and torch can be imported; ``with_torch=False`` (or torch
+    missing) exports from paddle alone and says so in the report."""
+    from rsport.frameworks import adapter, available
 
     start = time.perf_counter()
-    tb, pb = backend(TORCH), backend(PADDLE)
-    tb.set_threads(threads)
+    if with_torch is None:
+        with_torch = "onnx" in formats and available(TORCH)
+    pb = adapter(PADDLE)
     pb.set_threads(threads)
-    torch_state, paddle_state, source = resolve_weights(spec, variant, weights, seed, allow_pickle)
-    tmodel, pmodel = tb.build(spec, variant), pb.build(spec, variant)
-    tb.load_state(tmodel, torch_state)
+    torch_state, paddle_state, source = resolve_weights(spec, variant, weights, seed, allow_pickle, with_torch)
+    pmodel = pb.build(spec, variant)
     pb.load_state(pmodel, paddle_state)
     tol = tolerances.get(spec.profile_overrides.get(("float32", "deploy"), spec.tolerance))
     inputs = [image_batch(spec, (n, spec.in_channels, h, w), FIXTURE_SEED + i)
               for i, (n, h, w) in enumerate(FIXTURES[variant])]
-    expected = {PADDLE: [pb.forward(pmodel, spec, x)["prob"] for x in inputs],
-                TORCH: [tb.forward(tmodel, spec, x)["prob"] for x in inputs]}
+    expected = {PADDLE: [pb.forward(pmodel, spec, x)["prob"] for x in inputs]}
     twin_tol = tolerances.get(spec.tolerance)
-    twins = [compare("prob", p, t, twin_tol).as_dict() for p, t in zip(expected[PADDLE], expected[TORCH])]
+    twins = {"passed": True, "profile": twin_tol.name, "fixtures": [],
+             "note": "skipped: export without torch (no model_torch.onnx, no twins check)"}
+    tmodel = None
+    if with_torch:
+        tb = adapter(TORCH)
+        tb.set_threads(threads)
+        tmodel = tb.build(spec, variant)
+        tb.load_state(tmodel, torch_state)
+        expected[TORCH] = [tb.forward(tmodel, spec, x)["prob"] for x in inputs]
+        rows = [compare("prob", p, t, twin_tol).as_dict() for p, t in zip(expected[PADDLE], expected[TORCH])]
+        twins = {"passed": all(d["passed"] for d in rows), "profile": twin_tol.name, "fixtures": rows}
     report = {"model": spec.name, "variant": variant, "weights": source, "formats": list(formats),
               "tolerance": {"profile": tol.name, "atol": tol.atol, "rtol": tol.rtol},
               "fixtures": [list(x.shape) for x in inputs], "fixture_seed": FIXTURE_SEED,
-              "twins": {"passed": all(d["passed"] for d in twins), "profile": twin_tol.name, "fixtures": twins},
-              "artifacts": {}, "export_ready_swaps": {}, "onnx_rewrites": {}, "versions": _tool_versions()}
+              "twins": twins, "artifacts": {}, "export_ready_swaps": {}, "onnx_rewrites": {},
+              "versions": _tool_versions()}
     with StagedDir(out) as stage:
         artifacts = {}
         log.info("%s: writing artifacts (%s)", spec.name, ", ".join(formats))
@@ -276,7 +296,7 @@ def export(spec: ModelSpec, out: Path, *, variant: str = "default", weights: Pat
             artifacts.update(written)
             report["export_ready_swaps"].update(swaps)
             report["onnx_rewrites"].update(notes)
-            if "onnx" in formats:
+            if "onnx" in formats and tmodel is not None:
                 log.info("%s: ONNX through torch.onnx.export", spec.name)
                 written, changed, notes = _write_onnx_torch(tmodel, spec, stage.path)
                 artifacts.update(written)
@@ -326,8 +346,11 @@ def summary(report: dict, out: Path) -> str:
              f"  weights   {report['weights'].get('path', report['weights']['kind'])}",
              f"  profile   {report['tolerance']['profile']} (max_abs <= {report['tolerance']['atol']:g}"
              f" + {report['tolerance']['rtol']:g} x scale), fixtures {report['fixtures']}"]
-    worst = max(d["max_abs"] for d in report["twins"]["fixtures"])
-    lines.append(f"  {'twins':<24} max_abs {worst:.2e}  (paddle dygraph vs torch eager)")
+    if report["twins"]["fixtures"]:
+        worst = max(d["max_abs"] for d in report["twins"]["fixtures"])
+        lines.append(f"  {'twins':<24} max_abs {worst:.2e}  (paddle dygraph vs torch eager)")
+    else:
+        lines.append(f"  {'twins':<24} {report['twins']['note']}")
     for key, art in report["artifacts"].items():
         for label, check in art["checks"].items():
             worst = max(d["max_abs"] for d in check["fixtures"])

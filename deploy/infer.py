@@ -8,7 +8,6 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 warnings.filterwarnings("ignore", message="No ccache found")  # paddle's import-time notice, not ours
 
 EXAMPLES = """examples:

@@ -3,15 +3,11 @@ metric definitions, table and JSON are rsport/evaluation.py (shared with torch_r
 this file is the paddle half: model, weights, window probabilities, confusion matrix.
 """
 import sys
-from pathlib import Path
 
-if __name__ == "__main__":  # run as a script from anywhere: the repository root goes on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from convert.core import ConversionError  # noqa: E402
-from rsport import evaluation  # noqa: E402
-from paddle_impl import backend  # noqa: E402
-from paddle_impl.paddleseg_compat import MetricCheck  # noqa: E402  FRAMEWORK-DIFF: paddleseg's metric code
+from rsport.weights import ConversionError
+from rsport import evaluation
+from paddle_impl import backend
+from paddle_impl.paddleseg_compat import MetricCheck  # FRAMEWORK-DIFF: paddleseg's metric code
 
 TREE = "paddle"
 

@@ -136,30 +136,72 @@ class AdaptiveAvgPool2D(nn.AdaptiveAvgPool2D):
         return paddle.matmul(paddle.matmul(rows, x), cols, transpose_y=True)
 
 
-class BatchNorm2D(nn.BatchNorm2D):
-    """``nn.BatchNorm2D`` whose running statistics follow torch's update exactly.
+def _channel_shape(x, axis=1):
+    return [1] * axis + [x.shape[axis]] + [1] * (x.ndim - axis - 1)
 
-    Measured on paddle 3.3.1 (CPU), train mode: the running variance is updated with the BIASED
-    batch variance (torch: unbiased, a factor n/(n-1)), and the update runs with a float32
-    momentum even for float64 tensors (running mean off by ~1e-8 in float64). Normalisation
-    itself (batch statistics in training, running ones in eval) is paddle's own kernel; only the
-    running-statistics update is recomputed here, as torch does it:
-    ``running = (1 - m) * running + m * batch`` with m = 1 - paddle momentum (torch's 0.1).
+
+class BatchNorm2D(nn.BatchNorm2D):
+    """``nn.BatchNorm2D`` that computes what torch computes, in float64 too.
+
+    Measured on paddle 3.3.1 (CPU):
+    - the kernel applies ``epsilon`` as a float32 attribute even to float64 tensors, so 1e-5
+      becomes 9.99999974738e-06: float64 outputs move by ~1e-10 where a channel's variance is
+      small (FactSeg 1.6e-10, FarSeg 5.2e-9 against the original). In float64 the normalisation
+      is computed here, ``(x - mean) / sqrt(var + eps) * weight + bias`` with the exact epsilon
+      (batch statistics, biased variance, in training; running statistics in eval); float32
+      runs paddle's kernel, where the float32 epsilon is what torch's float32 kernel uses too;
+    - in training the running variance is updated with the BIASED batch variance (torch:
+      unbiased, a factor n/(n-1)), with a float32 momentum even for float64 tensors (running
+      mean off by ~1e-8 in float64). The update is recomputed here as torch does it:
+      ``running = (1 - m) * running + m * batch`` with m = 1 - paddle momentum (torch's 0.1).
     """
 
     def forward(self, x):
-        if not self.training:
+        if not self.training and x.dtype != paddle.float64:
             return super().forward(x)
+        axes = [0] + list(range(2, x.ndim))
         running_mean, running_var = self._mean.clone(), self._variance.clone()
-        out = super().forward(x)
+        if x.dtype == paddle.float64:
+            shape = _channel_shape(x)
+            if self.training:
+                mean = x.mean(axis=axes, keepdim=True)
+                var = ((x - mean) ** 2).mean(axis=axes, keepdim=True)
+            else:
+                mean, var = self._mean.reshape(shape), self._variance.reshape(shape)
+            out = (x - mean) / paddle.sqrt(var + self._epsilon) * self.weight.reshape(shape) + self.bias.reshape(shape)
+            if not self.training:
+                return out
+        else:
+            out = super().forward(x)
         with paddle.no_grad():
-            axes = [0] + list(range(2, x.ndim))
             count = math.prod(x.shape) // x.shape[1]
             mean = x.mean(axis=axes, keepdim=True)
             var = ((x - mean) ** 2).sum(axis=axes) / (count - 1)  # paddle.var promotes to float32
             m = 1.0 - self._momentum
             self._mean.set_value((1 - m) * running_mean + m * mean.reshape([-1]))
             self._variance.set_value((1 - m) * running_var + m * var)
+        return out
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` with the exact epsilon in float64.
+
+    Measured on paddle 3.3.1 (CPU): like BatchNorm, the kernel applies ``epsilon`` in float32 to
+    float64 tensors (1e-6 becomes 9.99999997e-07). In float64 the normalisation over the last
+    ``len(normalized_shape)`` axes is computed here with the exact epsilon (biased variance, as
+    torch); float32 runs paddle's kernel unchanged."""
+
+    def forward(self, x):
+        if x.dtype != paddle.float64:
+            return super().forward(x)
+        axes = list(range(x.ndim - len(self._normalized_shape), x.ndim))
+        mean = x.mean(axis=axes, keepdim=True)
+        var = ((x - mean) ** 2).mean(axis=axes, keepdim=True)
+        out = (x - mean) / paddle.sqrt(var + self._epsilon)
+        if self.weight is not None:
+            out = out * self.weight
+        if self.bias is not None:
+            out = out + self.bias
         return out
 
 

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rsport.cli import add_model_args
 from rsport.io import Staged
-from rsport.registry import VARIANTS, UnknownModelError
+from rsport.registry import VARIANTS
 
 log = logging.getLogger("rsport.eval")
 
@@ -151,7 +152,7 @@ def build_parser(tree: str) -> argparse.ArgumentParser:
                f"{'.pth' if tree == 'torch' else '.pdparams'}\n"
                f"  python {script} --model factseg50 --variant tiny --window 128 --stride 96 --out m.json")
     add = parser.add_argument
-    add("--model", required=True, help="registered model")
+    add_model_args(parser, required=True)
     add("--weights", "--model_path", dest="weights",
         help="weights, either framework's file (.pth / .pdparams, converted on the fly) "
              "(default: the embedded seeded reference, identical in both trees)")
@@ -171,11 +172,13 @@ def build_parser(tree: str) -> argparse.ArgumentParser:
 def resolve_config(tree: str, args: argparse.Namespace) -> EvalConfig:
     import os
 
-    import rsport
+    from rsport.registry import get as get_spec
+
+    from rsport.cli import CliError, selected_models
 
     try:
-        spec = rsport.get(args.model)
-    except UnknownModelError as err:
+        spec = get_spec(selected_models(args)[0])
+    except CliError as err:
         raise EvalError(str(err)) from None
     if args.weights is not None and not Path(args.weights).is_file():
         raise EvalError(f"--weights {args.weights}: no such file")
@@ -226,7 +229,7 @@ def evaluate(cfg: EvalConfig, evaluator, spec, progress: bool = True) -> dict:
 def main(tree: str, make_evaluator, argv=None) -> int:
     """The whole command line of ``<tree>/eval.py``; bad input -> one ``error:`` line, exit 2; a
     failed cross-check of the metric code -> exit 1."""
-    import rsport
+    from rsport.registry import get as get_spec
     from rsport import data
     from rsport.training import setup_logging
 
@@ -234,7 +237,7 @@ def main(tree: str, make_evaluator, argv=None) -> int:
     setup_logging()
     try:
         cfg = resolve_config(tree, args)
-        spec = rsport.get(cfg.model)
+        spec = get_spec(cfg.model)
         doc = evaluate(cfg, make_evaluator(spec, cfg), spec)
         with Staged() as staged:
             staged.write_json(cfg.out, doc)

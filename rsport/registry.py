@@ -12,17 +12,28 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
+class SpecError(ValueError):
+    """A model spec is incomplete or cannot be loaded; ``str()`` names what it lacks."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything the tools need to know about one model, in framework-neutral terms.
 
+    Required: ``name``, ``torch_entry``, ``paddle_entry``, ``in_channels``, ``num_classes``,
+    ``mean``, ``std``; everything else has a default (a model from outside the zoo needs no more).
+
     Attributes:
         name: registry key, e.g. ``factseg50``.
-        summary: one line for listings.
         torch_entry / paddle_entry: ``module:Class`` import strings of the twins.
-        torch_loss / paddle_loss: ``module:Class`` of the training loss in each tree.
-        kwargs / tiny_kwargs: constructor arguments of the full model and of the CI-sized variant.
         in_channels, num_classes, mean, std, ignore_index: the data contract (mean/std on 0..255).
+        summary: one line for listings (``rsport models``).
+        reference: provenance of the torch reference (repository, commit, license, paper), shown by
+            ``rsport models`` and recorded in conversion manifests.
+        torch_loss / paddle_loss: ``module:Class`` of the training loss in each tree, called as
+            ``loss(*train_outputs, label)``; without them training is refused and the alignment
+            uses a seeded probe loss.
+        kwargs / tiny_kwargs: constructor arguments of the full model and of the CI-sized variant.
         input_size: default (H, W) of the training patch / benchmark input.
         verify_input / tiny_input: (batch, H, W) of the conversion check fixture per variant.
         eval_outputs / train_outputs: names of what forward returns in each mode.
@@ -31,7 +42,6 @@ class ModelSpec:
             (name -> Naming, mapped onto ours first), e.g. PaddleRS's published weights.
         ignore: anchored regexes of source keys that may be skipped (reported when used).
         tolerance: the fp32 profile of the eval outputs.
-        reference: provenance of the torch reference (repository, commit, license, paper).
         align_input: (batch, H, W) of the alignment harness at the default size (batch >= 2).
         taps: named submodules compared in forward order to localise a divergence.
         recipe: the original training recipe (SGD momentum, weight decay, global-norm clip,
@@ -48,25 +58,25 @@ class ModelSpec:
     """
 
     name: str
-    summary: str
     torch_entry: str
     paddle_entry: str
-    torch_loss: str
-    paddle_loss: str
-    kwargs: dict
-    tiny_kwargs: dict
     in_channels: int
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    input_size: tuple[int, int]
-    verify_input: tuple[int, int, int]
-    tiny_input: tuple[int, int, int]
-    eval_outputs: tuple[str, ...]
-    train_outputs: tuple[str, ...]
-    tolerance: str
-    reference: str
-    align_input: tuple[int, int, int] = (2, 128, 128)
+    summary: str = ""
+    reference: str = ""
+    torch_loss: str | None = None
+    paddle_loss: str | None = None
+    kwargs: dict = field(default_factory=dict)
+    tiny_kwargs: dict = field(default_factory=dict)
+    input_size: tuple[int, int] = (512, 512)
+    verify_input: tuple[int, int, int] = (2, 192, 256)
+    tiny_input: tuple[int, int, int] = (2, 64, 96)
+    eval_outputs: tuple[str, ...] = ("prob",)
+    train_outputs: tuple[str, ...] = ("logit",)
+    tolerance: str = "fp32_prob"
+    align_input: tuple[int, int, int] = (2, 96, 160)
     taps: tuple[str, ...] = ()
     recipe: dict = field(default_factory=lambda: dict(DEFAULT_RECIPE))
     profile_overrides: dict = field(default_factory=dict)
@@ -78,8 +88,43 @@ class ModelSpec:
     ignore: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
-            raise ValueError(f"{self.name}: mean/std need {self.in_channels} values")
+        problems = self.problems()
+        if problems:
+            raise SpecError(f"model spec {self.name!r}: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """What is wrong or missing in this spec, one phrase each (empty when usable)."""
+        found = []
+        if not isinstance(self.name, str) or not self.name or not self.name.replace("_", "").isalnum():
+            found.append(f"name must be a non-empty identifier, got {self.name!r}")
+        for what in ("torch_entry", "paddle_entry", "torch_loss", "paddle_loss"):
+            value = getattr(self, what)
+            if value is None and what.endswith("_loss"):
+                continue
+            if not isinstance(value, str) or value.count(":") != 1 or not all(value.split(":")):
+                found.append(f"{what} must be 'module:attribute', got {value!r}")
+        if (self.torch_loss is None) != (self.paddle_loss is None):
+            found.append("torch_loss and paddle_loss go together (give both or neither)")
+        for what in ("in_channels", "num_classes"):
+            if not isinstance(getattr(self, what), int) or getattr(self, what) < 1:
+                found.append(f"{what} must be a positive int, got {getattr(self, what)!r}")
+        if isinstance(self.in_channels, int) and (len(tuple(self.mean)) != self.in_channels
+                                                  or len(tuple(self.std)) != self.in_channels):
+            found.append(f"mean/std need {self.in_channels} values (one per input channel)")
+        for what in ("verify_input", "tiny_input", "align_input"):
+            value = tuple(getattr(self, what))
+            if len(value) != 3 or not all(isinstance(v, int) and v > 0 for v in value):
+                found.append(f"{what} must be (batch, H, W), got {value!r}")
+        if not self.eval_outputs or not self.train_outputs:
+            found.append("eval_outputs and train_outputs must name what forward returns")
+        missing = [k for k in ("lr", "momentum", "weight_decay", "clip_norm", "power", "max_iters")
+                   if k not in self.recipe]
+        if missing:
+            found.append(f"recipe lacks {', '.join(missing)}")
+        return found
+
+    def has_loss(self) -> bool:
+        return self.torch_loss is not None and self.paddle_loss is not None
 
     def all_rules(self) -> tuple[Rule, ...]:
         return tuple(self.rules) + COMMON_RULES
@@ -115,17 +160,67 @@ DEFAULT_RECIPE = dict(lr=0.007, momentum=0.9, weight_decay=1e-4, clip_norm=35.0,
 LITE_TRAIN = dict(variant="tiny", crop=(128, 128), iters=40, batch_size=2)
 
 _REGISTRY: dict[str, ModelSpec] = {}
+ENTRY_POINT_GROUP = "rsport.models"  # installed packages register models here (see load_spec)
+_LOADED = {"zoo": False, "entry_points": False}
 
 
 def register(spec: ModelSpec) -> ModelSpec:
+    if not isinstance(spec, ModelSpec):
+        raise SpecError(f"expected a rsport.ModelSpec, got {type(spec).__name__}")
     if spec.name in _REGISTRY:
+        if _REGISTRY[spec.name] is spec:
+            return spec
         raise ValueError(f"model {spec.name!r} registered twice")
     _REGISTRY[spec.name] = spec
     return spec
 
 
 def _load_zoo() -> None:
-    importlib.import_module("rsport.zoo")
+    if not _LOADED["zoo"]:
+        _LOADED["zoo"] = True
+        importlib.import_module("rsport.zoo")
+    if not _LOADED["entry_points"]:
+        _LOADED["entry_points"] = True
+        from importlib.metadata import entry_points
+
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            load_spec(entry.value, origin=f"entry point {entry.name!r} ({entry.dist.name if entry.dist else '?'})")
+
+
+def load_spec(target: str, origin: str | None = None) -> list[str]:
+    """Register the model spec(s) found at ``target`` and return their names.
+
+    ``target`` is ``package.module`` (importing it registers its specs, or it holds ``SPEC`` /
+    ``SPECS``) or ``package.module:ATTR`` (a ModelSpec, a list of them, or a function returning
+    either). Raises SpecError naming what is wrong."""
+    where = origin or f"--spec {target}"
+    module_name, _, attr = str(target).partition(":")
+    before = set(_REGISTRY)
+    try:
+        module = importlib.import_module(module_name)
+    except SpecError as err:
+        raise SpecError(f"{where}: {err}") from None
+    except ImportError as err:
+        raise SpecError(f"{where}: cannot import {module_name!r}: {err}") from None
+    except TypeError as err:  # e.g. ModelSpec(...) without a required field
+        raise SpecError(f"{where}: {module_name} failed to build its spec: {err}") from None
+    if attr:
+        if not hasattr(module, attr):
+            raise SpecError(f"{where}: {module_name} has no attribute {attr!r}")
+        found = getattr(module, attr)
+        found = found() if callable(found) and not isinstance(found, ModelSpec) else found
+    else:
+        found = getattr(module, "SPECS", getattr(module, "SPEC", None))
+    specs = [] if found is None else (list(found) if isinstance(found, (list, tuple)) else [found])
+    for spec in specs:
+        if not isinstance(spec, ModelSpec):
+            raise SpecError(f"{where}: expected a rsport.ModelSpec, got {type(spec).__name__}")
+        register(spec)
+    names = [n for n in _REGISTRY if n not in before] or [s.name for s in specs]
+    if not names:
+        raise SpecError(f"{where}: {module_name} registers no ModelSpec (call rsport.register(ModelSpec(...)) "
+                        f"in it, or define SPEC)")
+    return names
 
 
 def names() -> list[str]:

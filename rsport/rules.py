@@ -141,8 +141,9 @@ class TensorSpec:
 
     shape: tuple[int, ...]
     dtype: str
-    layer_type: str  # framework-neutral: Conv, BatchNorm, Linear, LayerNorm, Other
+    layer_type: str  # framework-neutral: Conv, BatchNorm, Linear, LayerNorm, Embedding, Other
     leaf: str        # the attribute name on its layer: weight, bias, _mean, running_var, ...
+    kind: str = "param"  # "param" (a framework parameter) or "buffer"
 
 
 @dataclass

@@ -29,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from rsport.cli import add_model_args
 from rsport.io import Staged
 from rsport.registry import VARIANTS, UnknownModelError
 
@@ -96,7 +97,7 @@ def build_parser(tree: str) -> argparse.ArgumentParser:
                   "  python -m paddle.distributed.launch --nproc_per_node 2 paddle_impl/train.py --model factseg50 "
                   "--variant tiny --iters 20"))
     add = parser.add_argument
-    add("--model", help="registered model (required unless --resume)")
+    add_model_args(parser)  # --model (required unless --resume), --spec
     add("--data", help="dataset root in the spec's layout (default: the embedded sample data, generated if missing)")
     add("--iters", type=int, help="iterations; also the poly schedule's max_iters (default: the recipe's, 60000)")
     add("--batch-size", "--batch_size", dest="batch_size", type=int, help="samples per process (default: 2)")
@@ -143,9 +144,16 @@ def read_state(folder: str | os.PathLike) -> dict:
 def resolve_config(tree: str, args: argparse.Namespace, world_size: int = 1) -> tuple[TrainConfig, list[str]]:
     """The run's configuration: defaults < the resumed checkpoint's configuration < explicit flags.
     Returns it with notes (resume differences that break exactness)."""
-    import rsport
+    from rsport.registry import get as get_spec
+    from rsport.cli import CliError, selected_models
 
-    explicit = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        chosen = selected_models(args, required=False)
+    except CliError as err:
+        raise TrainError(str(err)) from None
+    explicit = {k: v for k, v in vars(args).items() if v is not None and k != "spec"}
+    if chosen:
+        explicit["model"] = chosen[0]
     notes = []
     if "resume" in explicit:
         state = read_state(explicit["resume"])
@@ -171,7 +179,7 @@ def resolve_config(tree: str, args: argparse.Namespace, world_size: int = 1) -> 
         if "model" not in explicit:
             raise TrainError("--model is required (or --resume a checkpoint)")
         try:
-            spec = rsport.get(explicit["model"])
+            spec = get_spec(explicit["model"])
         except UnknownModelError as err:
             raise TrainError(str(err)) from None
         recipe = spec.recipe
@@ -379,9 +387,9 @@ def main(tree: str, make_engine, argv=None) -> int:
     world_size = int(os.environ.get("WORLD_SIZE", os.environ.get("PADDLE_TRAINERS_NUM", "1")))
     try:
         cfg, notes = resolve_config(tree, args, world_size)
-        import rsport
+        from rsport.registry import get as get_spec
 
-        spec = rsport.get(cfg.model)
+        spec = get_spec(cfg.model)
         engine = make_engine(spec, cfg)
         if engine.rank == 0:
             for note in notes:

@@ -18,12 +18,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-import rsport  # noqa: E402
-from rsport import data  # noqa: E402
-from rsport.io import Staged  # noqa: E402
-from rsport.registry import ModelSpec  # noqa: E402
+import rsport
+from rsport import data
+from rsport.io import Staged
+from rsport.registry import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = Path("test_tipc") / "configs"

@@ -26,11 +26,10 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import rsport  # noqa: E402
+import rsport
 
 LOSS_WINDOW = 5
 MIN_Z = 2.0  # the drop must exceed 2 standard errors: a flat curve passes "last < first" half the time

@@ -20,13 +20,12 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import rsport  # noqa: E402
-from rsport.io import Staged  # noqa: E402
-from rsport.registry import ModelSpec, UnknownModelError  # noqa: E402
+import rsport
+from rsport.io import Staged
+from rsport.registry import ModelSpec, UnknownModelError
 
 WHOLE_SCALE = (5 / 4, 7 / 4)  # (height, width) x input_size
 ODD = (3, 5)  # extra pixels: sizes that are no multiple of the window, stride or 32

@@ -8,8 +8,9 @@ import paddle
 import pytest
 
 import rsport
-from align import backward, forward, loss, optimizer, run_all, train
-from align.harness import STEPS, Context
+from align import run_all
+from rsport.alignment import steps
+from rsport.alignment.context import STEPS, Context
 from tests.conftest import MODELS
 
 
@@ -73,14 +74,14 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
 # ---- the injected-bug catalogue -------------------------------------------------------------
 
 def context(tmp_path, mutate=None, dtype="float64", spec=None):
-    return Context(spec or rsport.get("factseg50"), dtype, tmp_path, variant="tiny", mutate_paddle=mutate)
+    return Context.for_spec(spec or rsport.get("factseg50"), dtype, tmp_path, variant="tiny", mutate_paddle=mutate)
 
 
 def test_bn_epsilon_changed_in_one_layer(tmp_path):
     def bug(model):
         model.fg_decoder.blocks[0][0][1]._epsilon = 1e-3
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "fg_decoder.blocks.0.0.1"
 
 
@@ -88,7 +89,7 @@ def test_align_corners_flipped_in_one_decoder(tmp_path):
     def bug(model):
         model.fg_decoder.blocks[1][0][3].align_corners = False
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "fg_decoder.blocks.1.0.3"
 
 
@@ -99,7 +100,7 @@ def test_forgotten_bn_buffer(tmp_path):
         bn._mean.set_value(np.zeros(bn._mean.shape, "float64"))
         bn._variance.set_value(np.ones(bn._variance.shape, "float64"))
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "resencoder.resnet.bn1"
 
 
@@ -117,8 +118,8 @@ def test_bn_momentum_not_reversed(tmp_path, name):
     tmodel, _ = ctx.models()
     layers = dict(tmodel.named_modules())
     first_bn = next(n for n in ctx.call_order() if ctx.tb.layer_type(layers[n]) == "BatchNorm")
-    assert forward.run(ctx).passed and loss.run(ctx).passed
-    result = train.run(ctx)
+    assert steps.forward(ctx).passed and steps.loss(ctx).passed
+    result = steps.train(ctx)
     assert not result.passed and result.first_divergence == f"{first_bn}._mean"
 
 
@@ -133,7 +134,7 @@ def test_per_tensor_instead_of_global_grad_clip(tmp_path, monkeypatch):
 
     monkeypatch.setattr(precipe, "clip_grad_norm_", per_tensor)
     ctx = context(tmp_path)
-    result = optimizer.run(ctx)
+    result = steps.optimizer(ctx)
     assert not result.passed
     assert result.first_divergence == ctx.call_order()[0] + ".weight"  # the first layer already differs
 
@@ -144,7 +145,7 @@ def test_wrong_ignore_index_in_the_loss(tmp_path, monkeypatch, wrong):
     from paddle_impl.models.factseg import JointLoss
 
     monkeypatch.setattr(ctx.pb, "build_loss", lambda spec: JointLoss(ignore_index=wrong))
-    result = run_all.run_step(ctx, "loss")  # as run_all runs it: a crashing twin is a failed step
+    result = steps.run_step(ctx, "loss")  # as run_all runs it: a crashing twin is a failed step
     # the 255 pixels are no longer ignored and paddle refuses them as out-of-range classes;
     # the place named is the loss call in the paddle twin
     assert not result.passed and "label should not be out of bounds" in result.error
@@ -166,7 +167,7 @@ def test_batch_fusion_bug(tmp_path, monkeypatch):
     monkeypatch.setattr(pfactseg, "joint_probability", original_fusion)
     base = rsport.get("factseg50")
     spec = dataclasses.replace(base, num_classes=2, tiny_kwargs={**base.tiny_kwargs, "num_classes": 2})
-    result = forward.run(context(tmp_path, spec=spec))
+    result = steps.forward(context(tmp_path, spec=spec))
     assert not result.passed and result.first_divergence == "output:prob (after the last tap)"
 
 
@@ -177,7 +178,7 @@ def test_frozen_parameter_is_named_by_backward(tmp_path):
         model.fgfpn.fpn_inner2.weight.stop_gradient = True
 
     ctx = context(tmp_path, bug)
-    assert forward.run(ctx).passed and loss.run(ctx).passed
-    result = backward.run(ctx)
+    assert steps.forward(ctx).passed and steps.loss(ctx).passed
+    result = steps.backward(ctx)
     assert not result.passed and result.first_divergence == "fgfpn.fpn_inner2.weight"
     assert [r.name for r in result.rows if not r.passed] == ["fgfpn.fpn_inner2.weight"]

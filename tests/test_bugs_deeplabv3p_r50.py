@@ -6,16 +6,16 @@ import paddle
 import pytest
 
 import rsport
-from align import forward, loss, run_all
-from align.harness import Context
-from convert.core import ConversionError, translate
+from rsport.alignment import run_specs, steps
+from rsport.alignment.context import Context
+from rsport.weights import ConversionError, translate
 from rsport.rules import TORCH
 
 NAME = "deeplabv3p_r50"
 
 
 def context(tmp_path, mutate=None):
-    return Context(rsport.get(NAME), "float64", tmp_path, variant="tiny", mutate_paddle=mutate)
+    return Context.for_spec(rsport.get(NAME), "float64", tmp_path, variant="tiny", mutate_paddle=mutate)
 
 
 def _set_dilation(conv, dilation):
@@ -31,7 +31,7 @@ def test_wrong_dilation_in_one_aspp_branch(tmp_path):
     def bug(model):
         _set_dilation(model.decode_head.aspp_modules[1].depthwise_conv.conv, 6)
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed
     assert result.first_divergence == "decode_head.aspp_modules.1.depthwise_conv.conv"
 
@@ -41,7 +41,7 @@ def test_dilation_not_contracted_in_the_first_block_of_layer4(tmp_path):
     def bug(model):
         _set_dilation(model.backbone.layer4[0].conv2, 4)
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "backbone.layer4.0.conv2"
 
 
@@ -61,7 +61,7 @@ def test_depthwise_conv_without_groups_cannot_load(tmp_path, monkeypatch):
 
     model = build_without_groups(spec, "tiny")
     with pytest.raises(ConversionError) as err:
-        translate(spec, ctx.torch_state, TORCH, model)
+        translate(spec, ctx.pair.torch_state, TORCH, model)
     channels = model.decode_head.aspp_modules[2].depthwise_conv.conv.weight.shape[0]
     report = str(err.value)
     assert "1 shape/dtype mismatches" in report
@@ -69,9 +69,10 @@ def test_depthwise_conv_without_groups_cannot_load(tmp_path, monkeypatch):
             f"conv.weight: source ({channels}, 1, 3, 3) float32, target ({channels}, {channels}, 3, 3) float32") in report
 
     monkeypatch.setattr(ctx.pb, "build", build_without_groups)
-    result = run_all.run_step(ctx, "forward")
-    assert not result.passed and result.error.startswith("ConversionError")
-    assert result.first_divergence.startswith("convert/core.py:")
+    report = run_specs([NAME], ["forward"], ["float64"], tmp_path / "run", variant="tiny")
+    result = report.step(NAME, "float64", "forward")
+    assert not report.passed and "ConversionError" in result.error
+    assert result.first_divergence.startswith("rsport/weights.py:")
 
 
 def test_image_pool_align_corners_flipped_is_harmless(tmp_path):
@@ -82,7 +83,7 @@ def test_image_pool_align_corners_flipped_is_harmless(tmp_path):
         model.decode_head.pool_resize.align_corners = True
 
     ctx = context(tmp_path, bug)
-    result = forward.run(ctx)
+    result = steps.forward(ctx)
     assert result.passed
     rows = {r.name: r for r in result.rows}
     assert rows["decode_head.pool_resize"].max_abs == rows["decode_head.image_pool"].max_abs  # a pure broadcast
@@ -99,7 +100,7 @@ def test_head_align_corners_flipped(tmp_path):
         model.decode_head.pool_resize.align_corners = True
         model.decode_head.c1_resize.align_corners = True
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "decode_head.c1_resize"
 
 
@@ -109,9 +110,9 @@ def test_final_resize_align_corners_flipped(tmp_path):
         model.resize.align_corners = True
 
     ctx = context(tmp_path, bug)
-    result = forward.run(ctx)
+    result = steps.forward(ctx)
     assert not result.passed and result.first_divergence == "resize"
-    assert not loss.run(ctx).passed
+    assert not steps.loss(ctx).passed
 
 
 def test_loss_averaged_over_non_ignored_pixels(tmp_path, monkeypatch):
@@ -121,7 +122,7 @@ def test_loss_averaged_over_non_ignored_pixels(tmp_path, monkeypatch):
 
     ctx = context(tmp_path)
     monkeypatch.setattr(ctx.pb, "build_loss", lambda spec: EncoderDecoderLoss(ignore_index=255, avg_non_ignore=True))
-    result = loss.run(ctx)
+    result = steps.loss(ctx)
     assert not result.passed and result.first_divergence == "loss"
     assert [r.name for r in result.rows if not r.passed] == ["loss"]
 
@@ -131,7 +132,7 @@ def test_auxiliary_weight_not_applied(tmp_path, monkeypatch):
 
     ctx = context(tmp_path)
     monkeypatch.setattr(ctx.pb, "build_loss", lambda spec: EncoderDecoderLoss(ignore_index=255, auxiliary_weight=1.0))
-    result = loss.run(ctx)
+    result = steps.loss(ctx)
     assert not result.passed and result.first_divergence == "loss"
 
 

@@ -6,12 +6,12 @@ import paddle.nn.functional as F
 import pytest
 
 import rsport
-from align import backward, forward, loss
-from align.harness import Context
+from rsport.alignment import steps
+from rsport.alignment.context import Context
 
 
 def context(tmp_path, mutate=None):
-    return Context(rsport.get("upernet_r50"), "float64", tmp_path, variant="tiny", mutate_paddle=mutate)
+    return Context.for_spec(rsport.get("upernet_r50"), "float64", tmp_path, variant="tiny", mutate_paddle=mutate)
 
 
 def test_ppm_pool_scale_changed(tmp_path):
@@ -19,7 +19,7 @@ def test_ppm_pool_scale_changed(tmp_path):
     def bug(model):
         model.decode_head.psp_modules[2][0]._output_size = 2
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "decode_head.psp_modules.2.0"
 
 
@@ -40,7 +40,7 @@ def test_non_adaptive_pooling_in_ppm(tmp_path):
     def bug(model):
         model.decode_head.psp_modules[1]._sub_layers["0"] = FixedKernelPool(2)
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "decode_head.psp_modules.1.0"
 
 
@@ -50,7 +50,7 @@ def test_align_corners_flipped_in_the_head(tmp_path):
     def bug(model):
         model.decode_head.align_corners = True
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "decode_head.fpn_convs.0.conv"
 
 
@@ -60,7 +60,7 @@ def test_align_corners_flipped_in_the_ppm(tmp_path):
     def bug(model):
         model.decode_head.psp_modules.align_corners = True
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "decode_head.psp_modules[1]"
 
 
@@ -69,7 +69,7 @@ def test_align_corners_flipped_in_the_final_resize(tmp_path):
     def bug(model):
         model.align_corners = True
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "output:prob (after the last tap)"
 
 
@@ -82,7 +82,7 @@ def test_wrong_loss_weighting_fails_the_loss_step(tmp_path, monkeypatch, kwargs)
 
     ctx = context(tmp_path)
     monkeypatch.setattr(ctx.pb, "build_loss", lambda spec: UperNetLoss(ignore_index=spec.ignore_index, **kwargs))
-    result = loss.run(ctx)
+    result = steps.loss(ctx)
     assert not result.passed and result.first_divergence == "loss"
     assert [r.name for r in result.rows if not r.passed] == ["loss"]
 
@@ -93,7 +93,7 @@ def test_aux_weight_wrong_shows_in_aux_head_gradients(tmp_path, monkeypatch):
 
     ctx = context(tmp_path)
     monkeypatch.setattr(ctx.pb, "build_loss", lambda spec: UperNetLoss(ignore_index=spec.ignore_index, aux_weight=1.0))
-    result = backward.run(ctx)
+    result = steps.backward(ctx)
     failed = [r.name for r in result.rows if not r.passed]
     assert not result.passed and failed
     assert not any(name.startswith("decode_head.") for name in failed)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 import rsport
-from align import backward, forward, loss
-from align.harness import Context
-from convert.core import ConversionError, backend, translate
+from rsport.alignment import steps
+from rsport.alignment.context import Context
+from rsport.frameworks import adapter as backend
+from rsport.weights import ConversionError, translate
 from rsport import rules
 from rsport.rules import TORCH
 
@@ -16,7 +17,7 @@ NAME = "vit_s16_upernet"
 
 
 def context(tmp_path, mutate=None, spec=None, dtype="float64"):
-    return Context(spec or rsport.get(NAME), dtype, tmp_path, variant="tiny", mutate_paddle=mutate)
+    return Context.for_spec(spec or rsport.get(NAME), dtype, tmp_path, variant="tiny", mutate_paddle=mutate)
 
 
 def test_clean_tiny_twins_pass_forward_loss_backward(tmp_path):
@@ -46,7 +47,7 @@ def test_missing_linear_transpose_of_a_square_linear(tmp_path):
         proj = model.backbone.blocks[3].attn.proj
         proj.weight.set_value(np.ascontiguousarray(proj.weight.numpy().T))
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "backbone.blocks.3.attn.proj"
 
 
@@ -54,7 +55,7 @@ def test_layernorm_epsilon_default_instead_of_1e_6(tmp_path):
     def bug(model):
         model.backbone.blocks[5].norm2._epsilon = 1e-5
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "backbone.blocks.5.norm2"
 
 
@@ -62,7 +63,7 @@ def test_gelu_tanh_approximation_instead_of_exact(tmp_path):
     def bug(model):
         model.backbone.blocks[7].mlp.act._approximate = True
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "backbone.blocks.7.mlp.act"
 
 
@@ -72,7 +73,7 @@ def test_gelu_tanh_in_the_adapter(tmp_path):
     def bug(model):
         model.backbone.fpn1[2]._approximate = True
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "backbone.fpn1.2"
 
 
@@ -82,7 +83,7 @@ def test_pos_embed_interpolation_mode_changed(tmp_path):
     def bug(model):
         model.backbone.pos_resize.mode = "bilinear"
 
-    result = forward.run(context(tmp_path, bug))
+    result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "backbone.pos_resize"
 
 
@@ -94,4 +95,4 @@ def test_pos_embed_interpolation_mode_is_invisible_at_the_pretraining_grid(tmp_p
 
     base = rsport.get(NAME)
     spec = dataclasses.replace(base, tiny_input=(2, base.tiny_kwargs["img_size"], base.tiny_kwargs["img_size"]))
-    assert forward.run(context(tmp_path, bug, spec=spec)).passed
+    assert steps.forward(context(tmp_path, bug, spec=spec)).passed

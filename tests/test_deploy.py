@@ -112,20 +112,17 @@ def test_deploy_yaml_names_exactly_the_written_files(name, exported):
 def test_reloaded_artifacts_agree_on_a_new_size(exported):
     """Independent of the exporter's own report: every artifact of factseg50 on a size and batch
     it was not checked on, against the paddle twin built here from the same reference."""
-    from convert.core import translate
     from deploy import runtime
     from paddle_impl import backend as pb
     from rsport import tolerances
     from rsport.compare import compare
     from rsport.fixtures import image_batch
-    from torch_ref import backend as tb
-    from torch_ref.reference_weights import build_reference
+    from rsport.reference import reference_arrays
 
     spec = rsport.get("factseg50")
     out, _ = exported("factseg50")
-    tmodel = build_reference(spec, "tiny")
     pmodel = pb.build(spec, "tiny")
-    pb.load_state(pmodel, translate(spec, tb.state_arrays(tmodel), "torch", pmodel))
+    pb.load_state(pmodel, reference_arrays(spec, "tiny", "paddle", pmodel))
     x = image_batch(spec, (3, 3, 128, 32), seed=7)
     expected = pb.forward(pmodel, spec, x)["prob"]
     cfg = config.read(out)
@@ -138,15 +135,13 @@ def test_reloaded_artifacts_agree_on_a_new_size(exported):
 
 def test_export_from_paddle_weights_through_the_cli(tmp_path):
     """--weights .pdparams (converted back to torch for the torch ONNX), onnx only, via the CLI."""
-    from convert.core import translate
     from paddle_impl import backend as pb
-    from torch_ref import backend as tb
-    from torch_ref.reference_weights import build_reference
+    from rsport.reference import reference_arrays
 
     spec = rsport.get("farseg50")
     pmodel = pb.build(spec, "tiny")
     weights = tmp_path / "farseg50_tiny.pdparams"
-    pb.save_file(translate(spec, tb.state_arrays(build_reference(spec, "tiny", seed=5)), "torch", pmodel), weights)
+    pb.save_file(reference_arrays(spec, "tiny", "paddle", pmodel, seed=5), weights)
     out = tmp_path / "export"
     proc = run_cli("deploy/export.py", "farseg50", "--variant", "tiny", "--weights", weights, "--out", out,
                    "--format", "onnx")

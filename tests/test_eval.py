@@ -8,7 +8,7 @@ import pytest
 
 import rsport
 from rsport import data, evaluation
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, write_torch_checkpoint
 
 SPEC = rsport.get("factseg50")
 TREES = {"torch": "torch_ref/eval.py", "paddle": "paddle_impl/eval.py"}
@@ -59,7 +59,8 @@ def converted(tmp_path_factory):
     proc = run_cli("convert/torch2paddle.py", "factseg50", "--variant", "tiny", "--dst", folder / "f.pdparams",
                    cwd=folder)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return {"torch": folder / "output" / "weights" / "factseg50_tiny_reference.pth", "paddle": folder / "f.pdparams"}
+    return {"torch": write_torch_checkpoint("factseg50", folder / "output" / "weights" / "factseg50_tiny_reference.safetensors",
+                                            folder / "f.pth"), "paddle": folder / "f.pdparams"}
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import rsport
-from convert.core import backend, translate
+from rsport.frameworks import adapter as backend
+from rsport.weights import translate
 from rsport.fixtures import image_batch, label_batch
 from rsport.registry import resolve
 from rsport.rules import TORCH

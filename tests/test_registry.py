@@ -31,15 +31,20 @@ def test_unknown_model_lists_known_names():
 
 
 def test_double_registration_raises():
+    """Another spec under a taken name is refused (registering the very same spec again, as a
+    re-imported module does, is a no-op)."""
+    import dataclasses
+
     spec = rsport.get("factseg50")
+    assert register(spec) is spec
     with pytest.raises(ValueError, match="registered twice"):
-        register(spec)
+        register(dataclasses.replace(spec, summary="another"))
 
 
 def test_spec_rejects_wrong_normalisation_length():
     spec = rsport.get("factseg50")
     fields = {f: getattr(spec, f) for f in spec.__dataclass_fields__}
-    with pytest.raises(ValueError, match="mean/std"):
+    with pytest.raises(ValueError, match="mean/std need 3 values"):
         ModelSpec(**{**fields, "mean": (1.0, 2.0)})
 
 

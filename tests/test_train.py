@@ -74,7 +74,7 @@ def test_resume_is_exact(runs, tree):
     assert resumed == full
     assert "resumed from" in run["resumed"].stderr
     assert [m.group(1) for m in LINE.finditer(run["resumed"].stderr)] == ["4"]
-    from convert.core import read_source
+    from rsport.weights import read_source
 
     a, b = (read_source(run["folder"] / d / f"model{weights}", tree)[0] for d in ("full", "resumed"))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
@@ -152,10 +152,12 @@ def shard_losses(world_size):
     """The iteration-1 loss of each rank's shard, computed directly (embedded weights, train mode)."""
     import torch
 
+    from rsport.reference import reference_arrays
     from torch_ref import backend
-    from torch_ref.reference_weights import build_reference
 
-    model = build_reference(SPEC, "tiny").train()
+    model = backend.build(SPEC, "tiny")
+    backend.load_state(model, reference_arrays(SPEC, "tiny", "torch", model))
+    model.train()
     dataset = data.build_dataset(SPEC, data.ensure_samples(ROOT / data.SAMPLE_ROOT) / SPEC.dataset, "train",
                                  crop=(64, 64), seed=training.DEFAULT_SEED)
     losses = []

@@ -1,4 +1,4 @@
-"""The torch side of the framework adapter used by convert/, align/ and the tests.
+"""The torch side of the framework adapter (rsport.frameworks) used by the core and the tools.
 
 Twins: torch_ref/backend.py and paddle_impl/backend.py expose the same functions, so the
 framework-neutral tools call ``backend.build(...)`` without knowing which framework it is.
@@ -52,12 +52,14 @@ def layer_type(layer) -> str:
 
 
 def schema(model) -> dict:
-    """state_dict name -> TensorSpec(shape, dtype, layer type, leaf)."""
+    """state_dict name -> TensorSpec(shape, dtype, layer type, leaf, param or buffer)."""
     layers = dict(model.named_modules())  # FRAMEWORK-DIFF: named_modules / named_sublayers
+    params = {name for name, _ in model.named_parameters()}
     out = {}
     for name, value in model.state_dict().items():
         path, _, leaf = name.rpartition(".")
-        out[name] = TensorSpec(tuple(value.shape), dtype_name(value.dtype), layer_type(layers[path]), leaf)
+        out[name] = TensorSpec(tuple(value.shape), dtype_name(value.dtype), layer_type(layers[path]), leaf,
+                               "param" if name in params else "buffer")
     return out
 
 
@@ -101,7 +103,8 @@ def load_state(model, arrays: dict) -> None:
 
 
 def state_arrays(model) -> dict:
-    return to_numpy(model.state_dict())
+    """The model's state as numpy COPIES (a view of a live parameter would follow training)."""
+    return {name: np.array(value, copy=True) for name, value in to_numpy(model.state_dict()).items()}
 
 
 def cast(model, dtype: str):
@@ -109,71 +112,108 @@ def cast(model, dtype: str):
     return model.to(getattr(torch, dtype))  # FRAMEWORK-DIFF: cast API
 
 
+def flatten(output, prefix: str = "") -> list:
+    """(key, tensor) pairs of a forward's output: a tensor is ``prefix`` itself, a tuple/list adds
+    ``[i]``, a dict ``[key]``; other values (None, numbers) are skipped."""
+    if is_tensor(output):
+        return [(prefix, output)]
+    if isinstance(output, (tuple, list)):
+        return [pair for i, value in enumerate(output) for pair in flatten(value, f"{prefix}[{i}]")]
+    if isinstance(output, dict):
+        return [pair for key, value in output.items() for pair in flatten(value, f"{prefix}[{key}]")]
+    return []
+
+
+def numpy_of(tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()  # FRAMEWORK-DIFF: tensor to numpy
+
+
+def run(model, x: np.ndarray) -> list:
+    """One forward pass without gradients: the flattened outputs as (key, numpy) pairs."""
+    with torch.no_grad():
+        out = model(torch.from_numpy(x))
+    return [(key, numpy_of(value)) for key, value in flatten(out)]
+
+
 def forward(model, spec: ModelSpec, x: np.ndarray) -> dict:
     """Run one forward pass without gradients; name the outputs after the spec."""
     names = spec.train_outputs if model.training else spec.eval_outputs
-    with torch.no_grad():
-        out = model(torch.from_numpy(x))
-    out = out if isinstance(out, (tuple, list)) else (out,)
+    out = run(model, x)
     if len(out) != len(names):
         raise StateError(f"{spec.name} returned {len(out)} outputs, the spec names {names}")
-    return {name: value.numpy() for name, value in zip(names, out)}
+    return {name: value for name, (_, value) in zip(names, out)}
 
 
-def _flatten(name, output):
-    if isinstance(output, (tuple, list)):
-        return [(f"{name}[{i}]", value) for i, value in enumerate(output)]
-    return [(name, output)]
-
-
-def capture(model, spec: ModelSpec, x: np.ndarray, names, keep: bool = True):
-    """One no-grad forward that also returns the outputs of the named submodules, in the order
-    they were first called (``names=None``: every submodule; ``keep=False``: order only)."""
+def capture(model, x: np.ndarray, names=None, keep: bool = True, inputs=()):
+    """One no-grad forward that also records submodule outputs (``names=None``: every submodule):
+    returns (flattened outputs, taps, tapped inputs, order). ``taps`` maps ``name`` (or
+    ``name[i]`` for a tuple output) to the first call's output, ``order`` lists the submodules in
+    the order their first call RETURNED (children before their parent), ``inputs`` maps each name
+    in ``inputs`` to its first call's flattened positional inputs. ``keep=False``: order only."""
     layers = dict(model.named_modules())  # FRAMEWORK-DIFF: named_modules / named_sublayers
-    taps, handles = {}, []
+    taps, tapped_inputs, order, handles = {}, {}, [], []
+    wanted_inputs = set(inputs)
 
     def hook(name):
-        def record(layer, inputs, output):
-            for key, value in _flatten(name, output):
-                if key not in taps:
-                    taps[key] = value.detach().numpy() if keep else None  # FRAMEWORK-DIFF: tensor to numpy
+        def record(layer, args, output):
+            if name in order:
+                return
+            order.append(name)
+            for key, value in flatten(output, name):
+                taps[key] = numpy_of(value) if keep else None
+            if name in wanted_inputs:
+                tapped_inputs[name] = [numpy_of(v) for _, v in flatten(tuple(args))]
         return record
 
+    missing = [name for name in (names or ()) if name not in layers]
+    if missing:
+        raise StateError(f"no such submodule: {', '.join(missing[:5])}")
     for name in (names if names is not None else [n for n in layers if n]):
         handles.append(layers[name].register_forward_hook(hook(name)))  # FRAMEWORK-DIFF: hook API
     try:
-        outputs = forward(model, spec, x)
+        outputs = run(model, x)
     finally:
         for handle in handles:
             handle.remove()
-    return outputs, taps
+    return outputs, taps, tapped_inputs, order
+
+
+def is_stochastic(layer) -> bool:
+    """Dropout layers and stochastic depth (any layer class named DropPath)."""
+    return isinstance(layer, DROPOUT_TYPES) or type(layer).__name__ == "DropPath"
 
 
 def train_mode(model):
-    """Train mode (batch-statistics BN, running statistics updated) with every dropout layer off:
-    dropout draws from each framework's own RNG, so twins are compared with it off, as in
-    Paddle's reproduction guide. Returns the model."""
+    """Train mode (batch-statistics BN, running statistics updated) with every dropout and
+    drop-path layer off: they draw from each framework's own RNG, so twins are compared with them
+    off, as in Paddle's reproduction guide. Returns the model."""
     model.train()
     for layer in model.modules():
-        if isinstance(layer, DROPOUT_TYPES):
+        if is_stochastic(layer):
             layer.eval()
     return model
 
 
-def train_pass(model, spec: ModelSpec, loss_fn, x: np.ndarray, label: np.ndarray):
-    """Train-mode forward (dropout off), the model's loss and backward: (outputs, loss, grads by name)."""
+def train_pass(model, loss_fn, x: np.ndarray, label: np.ndarray):
+    """Train-mode forward (dropout off), ``loss_fn(output, label)`` and backward: (flattened
+    outputs, loss, gradient of every parameter by name, gradient of the loss with respect to
+    each output)."""
     train_mode(model)
     for p in model.parameters():
         p.grad = None  # FRAMEWORK-DIFF: clear gradients
-    outputs = model(torch.from_numpy(x))
-    loss = loss_fn(*outputs, torch.from_numpy(label))
+    output = model(torch.from_numpy(x))
+    flat = flatten(output)
+    for _, value in flat:
+        if value.requires_grad:  # FRAMEWORK-DIFF: trainable flag
+            value.retain_grad()  # FRAMEWORK-DIFF: keep non-leaf gradients
+    loss = loss_fn(output, torch.from_numpy(label))
     loss.backward()
-    named = dict(zip(spec.train_outputs, outputs))
-    grads = {name: p.grad.numpy() for name, p in model.named_parameters() if p.grad is not None}
-    return {k: v.detach().numpy() for k, v in named.items()}, loss.detach().numpy(), grads  # FRAMEWORK-DIFF: tensor to numpy
+    grads = {name: numpy_of(p.grad) for name, p in model.named_parameters() if p.grad is not None}
+    out_grads = {key: numpy_of(v.grad) for key, v in flat if v.grad is not None}
+    return [(key, numpy_of(v)) for key, v in flat], numpy_of(loss), grads, out_grads
 
 
-def train_iterations(model, spec: ModelSpec, loss_fn, batches, recipe):
+def train_iterations(model, loss_fn, batches, recipe):
     """The training loop on fixed batches: loss_i and lr_i per iteration, then the state."""
     from torch_ref.recipe import Recipe
 
@@ -182,14 +222,39 @@ def train_iterations(model, spec: ModelSpec, loss_fn, batches, recipe):
     losses, lrs = [], []
     for x, label in batches:
         opt.zero_grad()
-        outputs = model(torch.from_numpy(x))
-        loss = loss_fn(*outputs, torch.from_numpy(label))
+        loss = loss_fn(model(torch.from_numpy(x)), torch.from_numpy(label))
         loss.backward()
         lrs.append(opt.lr())
         opt.step()
         losses.append(float(loss.detach()))  # FRAMEWORK-DIFF: detach before float
     model.eval()
     return np.array(losses), np.array(lrs), state_arrays(model)
+
+
+def batchnorm_statistics(model, batches) -> dict:
+    """Per BatchNorm layer, the float64 mean and unbiased variance over (N, H, W) of the input of
+    each call, in train-mode no-grad passes over ``batches`` (dropout off): {name: [(mean, var)]}."""
+    layers = {name: layer for name, layer in model.named_modules() if layer_type(layer) == "BatchNorm"}  # FRAMEWORK-DIFF: named_modules / named_sublayers
+    found = {name: [] for name in layers}
+
+    def hook(name):
+        def record(layer, args):
+            x = numpy_of(args[0]).astype(np.float64)
+            axes = (0, *range(2, x.ndim))
+            found[name].append((x.mean(axis=axes), x.var(axis=axes, ddof=1)))
+        return record
+
+    handles = [layer.register_forward_pre_hook(hook(name)) for name, layer in layers.items()]  # FRAMEWORK-DIFF: hook API
+    train_mode(model)
+    try:
+        with torch.no_grad():
+            for x in batches:
+                model(torch.from_numpy(x))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.eval()
+    return found
 
 
 def trainable_names(model) -> list:
@@ -227,25 +292,20 @@ def set_threads(n: int) -> None:
 
 # --- training and evaluation (train.py, eval.py) --------------------------------------------------
 def reference_state(spec: ModelSpec, variant: str, model) -> dict:
-    """The embedded seeded reference weights (torch_ref/reference_weights.py) in this framework's
-    naming, for ``model``: the same numbers in both trees."""
-    from torch_ref.reference_weights import build_reference
+    """The embedded seeded reference weights (rsport/reference.py, one framework-neutral file) in
+    this framework's naming, for ``model``: the same numbers in both trees."""
+    from rsport.reference import reference_arrays
 
-    return state_arrays(build_reference(spec, variant))  # FRAMEWORK-DIFF: the reference is built by torch
+    return reference_arrays(spec, variant, SIDE, model)
 
 
 def weights_arrays(spec: ModelSpec, model, path) -> dict:
-    """Weights for ``model`` from a checkpoint of either framework (plain, wrapped or DDP-prefixed);
-    the other framework's file (by suffix) is converted by the registry's rules.
-    Raises convert.core.ConversionError."""
-    from convert.core import read_source, translate
-    from rsport.rules import PADDLE
+    """Weights for ``model`` from a checkpoint of either framework (plain, wrapped or DDP-prefixed)
+    or a neutral .safetensors; the other framework's file (by suffix) is converted by the
+    registry's rules. Raises rsport.weights.ConversionError."""
+    from rsport.weights import load_for
 
-    other, other_suffix = PADDLE, ".pdparams"  # FRAMEWORK-DIFF: the other framework
-    path = Path(path)
-    if path.name.endswith(other_suffix):
-        return translate(spec, read_source(path, other)[0], other, model)
-    return read_source(path, SIDE)[0]
+    return load_for(spec, model, SIDE, Path(path))
 
 
 def init_distributed(device: str) -> tuple[int, int, int]:

@@ -3,14 +3,10 @@ metric definitions, table and JSON are rsport/evaluation.py (shared with paddle_
 this file is the torch half: model, weights, window probabilities, confusion matrix.
 """
 import sys
-from pathlib import Path
 
-if __name__ == "__main__":  # run as a script from anywhere: the repository root goes on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from convert.core import ConversionError  # noqa: E402
-from rsport import evaluation  # noqa: E402
-from torch_ref import backend  # noqa: E402
+from rsport.weights import ConversionError
+from rsport import evaluation
+from torch_ref import backend
 
 TREE = "torch"
 

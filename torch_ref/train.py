@@ -6,13 +6,10 @@ iteration, checkpoint files. Multi-process runs start under the framework's own 
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":  # run as a script from anywhere: the repository root goes on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from convert.core import ConversionError  # noqa: E402
-from rsport import training  # noqa: E402
-from torch_ref import backend  # noqa: E402
-from torch_ref.recipe import Recipe  # noqa: E402
+from rsport.weights import ConversionError
+from rsport import training
+from torch_ref import backend
+from torch_ref.recipe import Recipe
 
 TREE = "torch"
 

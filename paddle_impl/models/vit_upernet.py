@@ -24,18 +24,17 @@ Deliberate choices, none of which changes a weight name:
 - SyncBatchNorm is a plain BatchNorm (single device; same statistics on one process);
 - forward resizes the logits to the input size (mmseg does it in the loss / at inference).
 """
-import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
 from paddle_impl.models.resnet import norm_layer
 from paddle_impl.models.upernet import FCNHead, UPerHead, resize
-from paddle_impl.ops import interpolate  # FRAMEWORK-DIFF: float64-exact bicubic (paddle_impl/ops.py)
+from paddle_impl.ops import LayerNorm, interpolate  # FRAMEWORK-DIFF: float64-exact bicubic and LN epsilon (paddle_impl/ops.py)
 
-# 1e-6 as float32 kernels see it. Paddle keeps the LayerNorm epsilon in float32 even for float64
-# tensors (like BatchNorm's); float32 results are bit-identical to 1e-6.
-LN_EPS = float(np.float32(1e-6))
+# timm's epsilon, exactly (paddle's kernel applies it in float32; paddle_impl/ops.py LayerNorm is
+# exact in float64).
+LN_EPS = 1e-6
 
 
 class PatchEmbed(nn.Module):
@@ -115,9 +114,9 @@ class Block(nn.Module):
 
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.norm1 = LayerNorm(dim, epsilon=LN_EPS)  # FRAMEWORK-DIFF: float64-exact epsilon (paddle_impl/ops.py)
         self.attn = Attention(dim, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.norm2 = LayerNorm(dim, epsilon=LN_EPS)  # FRAMEWORK-DIFF: float64-exact epsilon (paddle_impl/ops.py)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x):

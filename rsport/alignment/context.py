@@ -1,10 +1,10 @@
-"""Alignment harness core: one Context per (model, dtype), fixtures, results, comparisons.
+"""What every alignment step shares: one Context per (pair, dtype), results and comparisons.
 
-Every step module (align/data.py ... align/train.py) has the same shape: ``STEP`` and
-``run(ctx) -> StepResult``. The context owns what steps share: the two twins with identical
-weights, the seeded ``.npy`` fixtures (created once, then reused), cached passes, and the
-writers of reprod_log-format results and ``<step>_diff.log`` files. Verdicts come from
-rsport.compare, never from reprod_log (which passes NaN and judges by the mean).
+The context owns the two twins with identical weights, the seeded ``.npy`` fixtures (created
+once, then reused), cached passes, and the writers of reprod_log-format results and
+``<step>_diff.log`` files. Verdicts come from rsport.compare, never from reprod_log:
+reprod_log 1.0.1's ``ReprodDiffHelper`` says "passed" when a value is NaN (``nan > threshold``
+is False) and judges by the mean by default; our diff logs never pass a non-finite value.
 """
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ import numpy as np
 
 from rsport import tolerances
 from rsport.compare import Diff, compare
-from rsport.fixtures import image_batch, label_batch
-from rsport.registry import ModelSpec
+from rsport.frameworks import adapter
 from rsport.rules import PADDLE, TORCH
 
 STEPS = ("data", "forward", "metric", "loss", "backward", "optimizer", "train")
@@ -33,8 +32,10 @@ OPTIMIZER_STEPS = 3         # k steps of the optimizer step
 # first and last steps are clipped, the middle one is not.
 OPTIMIZER_NORMS = (2.0, 0.5, 1.5)
 MAX_RESULT_BYTES = 64 << 20  # larger result sets are saved as per-tensor summaries
+REPROD_LOG_NOTE = ("note: verdicts are rsport's (max-abs against the named profile; NaN/Inf fail); reprod_log "
+                   "1.0.1's ReprodDiffHelper passes NaN values and judges by the mean, do not rely on it")
 
-# Which tolerance profile judges which kind of value, per dtype (None for "output": the spec's
+# Which tolerance profile judges which kind of value, per dtype (None for "output": the pair's
 # own profile). float64 is strict; float32 profiles are calibrated on measured noise
 # (rsport/tolerances.py). The state after K training iterations is judged in float64 only:
 # in float32 the training dynamics amplify noise past any meaningful bound.
@@ -59,19 +60,31 @@ class StepResult:
     seconds: float = 0.0
     note: str | None = None
     error: str | None = None
+    skipped: bool = False
+    details: dict = field(default_factory=dict)
 
     @classmethod
-    def from_rows(cls, step: str, rows: list[Diff], first_divergence: str | None = None, note: str | None = None):
+    def from_rows(cls, step: str, rows: list[Diff], first_divergence: str | None = None, note: str | None = None,
+                  **details):
         finite = [r for r in rows if r.problem is None]
         failed = [r for r in rows if not r.passed]
         return cls(step, not failed,
                    max((r.max_abs for r in finite), default=0.0), max((r.max_rel for r in finite), default=0.0),
-                   first_divergence or (failed[0].name if failed else None), rows, note=note)
+                   first_divergence or (failed[0].name if failed else None), rows, note=note, details=details)
+
+    @classmethod
+    def skip(cls, step: str, reason: str) -> "StepResult":
+        """A step that does not apply to this pair (not a pass: the report says SKIP and why)."""
+        return cls(step, True, note=reason, skipped=True)
+
+    @property
+    def verdict(self) -> str:
+        return "SKIP" if self.skipped else ("PASS" if self.passed else "FAIL")
 
     def summary(self) -> dict:
-        return {"passed": self.passed, "max_abs": self.max_abs, "max_rel": self.max_rel,
+        return {"passed": self.passed, "verdict": self.verdict, "max_abs": self.max_abs, "max_rel": self.max_rel,
                 "first_divergence": self.first_divergence, "seconds": round(self.seconds, 2),
-                "note": self.note, "error": self.error}
+                "note": self.note, "error": self.error, **self.details}
 
 
 def compare_all(actual: dict, expected: dict, tol, matching_nan_ok: bool = False) -> list[Diff]:
@@ -89,117 +102,100 @@ def compare_all(actual: dict, expected: dict, tol, matching_nan_ok: bool = False
     return rows
 
 
-_STATES: dict = {}  # torch reference states, shared by the dtypes of one run
+def first_in_order(rows: list[Diff], order: list[str]) -> str | None:
+    """The failing row whose name comes first in ``order`` (names or their prefixes)."""
+    rank = {name: i for i, name in enumerate(order)}
+
+    def position(row: Diff) -> int:
+        name = row.name
+        while name and name not in rank:
+            name = name.rpartition(".")[0]
+        return rank.get(name, len(rank))
+
+    failed = [r for r in rows if not r.passed]
+    return min(failed, key=position).name if failed else None
 
 
 class Context:
-    """Everything the steps of one (model, dtype) share.
+    """Everything the steps of one (pair, dtype) share.
 
     Args:
-        spec: the model.
+        pair: the two models and what aligning them needs (rsport.alignment.pair.Pair).
         dtype: "float32" or "float64"; models, fixtures and comparisons all use it.
-        out: the harness output folder (results under ``out/<model>/<dtype>/``, fixtures under
-            ``out/fixtures/<model>/<dtype>/``).
-        variant: "default" (the spec's align_input) or "tiny" (tests).
-        torch_ckpt: a torch checkpoint instead of the embedded seeded reference.
-        mutate_paddle: called on every freshly built and loaded paddle model (tests inject
-            porting bugs with it).
+        out: the output folder (results under ``out/<name>/<dtype>/``, fixtures under
+            ``out/fixtures/<name>/<dtype>/``).
     """
 
-    def __init__(self, spec: ModelSpec, dtype: str, out: Path, variant: str = "default",
-                 torch_ckpt: Path | None = None, mutate_paddle=None):
-        from convert.core import backend
-
+    def __init__(self, pair, dtype: str, out: Path):
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
-        self.spec, self.dtype, self.variant = spec, dtype, variant
+        self.pair, self.dtype = pair, dtype
         self.out = Path(out)
-        self.dir = self.out / spec.name / dtype
-        self.fixture_dir = self.out / "fixtures" / spec.name / dtype
-        self.torch_ckpt = torch_ckpt
-        self.mutate_paddle = mutate_paddle
-        self.tb, self.pb = backend(TORCH), backend(PADDLE)
+        self.dir = self.out / pair.name / dtype
+        self.fixture_dir = self.out / "fixtures" / pair.name / dtype
+        self.tb, self.pb = adapter(TORCH), adapter(PADDLE)
         self.cache: dict = {}
+
+    @classmethod
+    def for_spec(cls, spec, dtype: str, out: Path, variant: str = "default", torch_ckpt=None,
+                 mutate_paddle=None) -> "Context":
+        """The context of a registered model (its pair built by pair.from_spec)."""
+        from rsport.alignment.pair import from_spec
+
+        return cls(from_spec(spec, variant, torch_ckpt, mutate_paddle), dtype, out)
+
+    @property
+    def spec(self):
+        """The registered spec behind the pair (None for a pair built from user models)."""
+        return self.pair.spec
 
     # --- tolerances -------------------------------------------------------------------------
     def profile(self, kind: str):
         """The Tolerance for a kind of value, or None where this dtype does not judge it."""
-        name = self.spec.profile_overrides.get((self.dtype, kind), KIND_PROFILES[self.dtype][kind])
+        name = self.pair.profile_overrides.get((self.dtype, kind), KIND_PROFILES[self.dtype][kind])
         if kind == "output" and name is None:
-            name = self.spec.tolerance
+            name = self.pair.output_profile
         return tolerances.get(name) if name else None
 
     # --- weights and models -----------------------------------------------------------------
     @cached_property
-    def torch_state(self) -> dict:
-        """The torch weights as numpy (float32 as stored), shared by every dtype of a run."""
-        key = (self.spec.name, self.variant, str(self.torch_ckpt), repr(self.spec.model_kwargs(self.variant)))
-        if key not in _STATES:
-            if self.torch_ckpt is not None:
-                from convert.core import read_source
-
-                _STATES[key] = read_source(Path(self.torch_ckpt), TORCH)[0]
-            else:
-                from torch_ref.reference_weights import build_reference
-
-                _STATES[key] = self.tb.state_arrays(build_reference(self.spec, self.variant))
-        return _STATES[key]
-
-    @cached_property
     def _twins(self):
-        """The two models, built once per context (building the paddle twin takes seconds), with
-        both states converted to the context's dtype for the resets in ``models()``."""
-        from convert.core import translate
-
-        tmodel, pmodel = self.tb.build(self.spec, self.variant), self.pb.build(self.spec, self.variant)
-        self.paddle_schema = self.pb.schema(pmodel)
-        paddle_state = translate(self.spec, self.torch_state, TORCH, pmodel)
+        """The two models with the pair's identical starting states in this dtype."""
+        tmodel, pmodel = self.pair.models()
         states = tuple({k: v.astype(self.dtype) if v.dtype.kind == "f" else v for k, v in state.items()}
-                       for state in (self.torch_state, paddle_state))
-        return self.tb.cast(tmodel, self.dtype), self.pb.cast(pmodel, self.dtype), states
+                       for state in self.pair.states())
+        return tmodel, pmodel, states
 
     def models(self):
-        """The twins in eval mode, reset to the identical starting weights and statistics."""
+        """The twins in eval mode, in this dtype, reset to the identical starting weights and
+        statistics (the pair's models are shared by the dtypes of a run)."""
         tmodel, pmodel, (torch_state, paddle_state) = self._twins
+        tmodel, pmodel = self.tb.cast(tmodel, self.dtype), self.pb.cast(pmodel, self.dtype)
         self.tb.load_state(tmodel, torch_state)
         self.pb.load_state(pmodel, paddle_state)
-        if self.mutate_paddle is not None:
-            self.mutate_paddle(pmodel)
+        if self.pair.mutate_paddle is not None:
+            self.pair.mutate_paddle(pmodel)
         tmodel.eval()
         pmodel.eval()
         return tmodel, pmodel
 
     def call_order(self) -> list[str]:
-        """Submodule names in the order the torch twin first calls them (eval, batch 0)."""
+        """Submodule names in the order the torch twin's first calls return (eval, batch 0)."""
         if "order" not in self.cache:
             tmodel, _ = self.models()
-            _, called = self.tb.capture(tmodel, self.spec, self.batch(0)[0], None, keep=False)
-            self.cache["order"] = list(dict.fromkeys(name.partition("[")[0] for name in called))
+            _, _, _, order = self.tb.capture(tmodel, self.batch(0)[0], None, keep=False)
+            self.cache["order"] = order
         return self.cache["order"]
-
-    def loss_fns(self):
-        return self.tb.build_loss(self.spec), self.pb.build_loss(self.spec)
 
     def to_paddle_names(self, arrays: dict) -> dict:
         """Torch-named results (gradients, parameters, states) in paddle naming and layout, through
-        the conversion table: the target set is what the paddle schema has for these names."""
-        from rsport.rules import LAYER_OPS, TensorSpec, apply_plan, first_match, format_report, make_plan
+        the pair's weight mapping."""
+        return self.pair.to_paddle(arrays)
 
-        self._twins  # noqa: B018 - builds the models and records the paddle schema
-        rules = self.spec.all_rules()
-        schema = {}
-        for key, value in arrays.items():
-            rule, groups = first_match(rules, key, TORCH)
-            name = rule.render(groups, PADDLE) if rule else None
-            if name in self.paddle_schema:
-                spec = self.paddle_schema[name]
-                shape = np.shape(value)[::-1] if LAYER_OPS.get((spec.layer_type, spec.leaf)) else np.shape(value)
-                schema[name] = TensorSpec(tuple(shape), str(np.asarray(value).dtype), spec.layer_type, spec.leaf)
-        plan = make_plan({k: (np.shape(v), str(np.asarray(v).dtype)) for k, v in arrays.items()}, schema, rules,
-                         TORCH, ignore=[r"(.*\.)?num_batches_tracked"])
-        if not plan.ok:
-            raise ValueError(format_report(plan, "torch results do not map onto paddle names"))
-        return apply_plan(plan, arrays, schema, rules)
+    # --- outputs ----------------------------------------------------------------------------
+    def name_outputs(self, flat: list, train: bool) -> dict:
+        """Flattened (key, array) outputs under the pair's output names."""
+        return self.pair.name_outputs(flat, train)
 
     # --- fixtures ---------------------------------------------------------------------------
     def fixture(self, name: str, make) -> np.ndarray:
@@ -215,14 +211,12 @@ class Context:
         tmp.replace(path)
         return value
 
-    def batch(self, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Seeded image and label batch ``index`` at the alignment size."""
-        shape = self.spec.align_shape(self.variant)
-        tag = "x".join(map(str, shape))
-        image = self.fixture(f"image{index}_{tag}",
-                             lambda: image_batch(self.spec, shape, FIXTURE_SEED + index, self.dtype))
-        label = self.fixture(f"label{index}_{tag}",
-                             lambda: label_batch(self.spec, (shape[0], *shape[2:]), FIXTURE_SEED + 100 + index))
+    def batch(self, index: int = 0, size: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Image and label batch ``index`` at the pair's alignment size number ``size``: seeded
+        (or the user's arrays), saved once as ``.npy`` and read back from then on."""
+        tag = "x".join(map(str, self.pair.image_shape(size)))
+        image = self.fixture(f"image{index}_{tag}", lambda: self.pair.make_image(index, size, self.dtype))
+        label = self.fixture(f"label{index}_{tag}", lambda: self.pair.make_label(index, size))
         return image, label
 
     # --- results ----------------------------------------------------------------------------
@@ -249,27 +243,15 @@ class Context:
     def write_diff_log(self, result: StepResult) -> None:
         """``<step>_diff.log`` in reprod_log's layout, with our verdict (max-abs/max-rel)."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        lines = []
+        lines = [f"[{stamp}] root INFO: {REPROD_LOG_NOTE}"]
         for row in result.rows:
             lines.append(f"[{stamp}] root INFO: {row.name}: ")
             detail = row.problem or f"max_rel {row.max_rel:.3e}, bound {row.bound:.1e}"
             lines.append(f"[{stamp}] root INFO: \tmax diff: check passed: {row.passed}, value: {row.max_abs} ({detail})")
         if result.error:
             lines.append(f"[{stamp}] root INFO: error: {result.error}")
+        if result.skipped:
+            lines.append(f"[{stamp}] root INFO: skipped: {result.note}")
         lines.append(f"[{stamp}] root INFO: diff check {'passed' if result.passed else 'failed'}")
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / f"{result.step}_diff.log").write_text("\n".join(lines) + "\n")
-
-
-def first_in_order(rows: list[Diff], order: list[str]) -> str | None:
-    """The failing row whose name comes first in ``order`` (names or their prefixes)."""
-    rank = {name: i for i, name in enumerate(order)}
-
-    def position(row: Diff) -> int:
-        name = row.name
-        while name and name not in rank:
-            name = name.rpartition(".")[0]
-        return rank.get(name, len(rank))
-
-    failed = [r for r in rows if not r.passed]
-    return min(failed, key=position).name if failed else None

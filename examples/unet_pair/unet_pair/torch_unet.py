@@ -1,0 +1,77 @@
+"""The PyTorch original: a small UNet with BatchNorm, bilinear upsampling and a multi-head
+self-attention block at the bottleneck."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 conv + BatchNorm + ReLU."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels, eps=1e-5, momentum=0.1)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels, eps=1e-5, momentum=0.1)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(x)))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the pixels of a feature map, pre-norm, with a residual."""
+
+    def __init__(self, channels, heads):
+        super().__init__()
+        self.heads = heads
+        self.scale = (channels // heads) ** -0.5
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # [N, HW, C]
+        qkv = self.qkv(self.norm(tokens)).reshape(n, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = torch.softmax(q @ k.transpose(-2, -1) * self.scale, dim=-1)
+        out = (attn @ v).transpose(1, 2).reshape(n, h * w, c)
+        return x + self.proj(out).transpose(1, 2).reshape(n, c, h, w)
+
+
+class UNet(nn.Module):
+    """Three-level UNet: encoder, attention at the bottleneck, bilinear decoder, 1x1 head.
+    Eval mode returns class probabilities, train mode the logits."""
+
+    def __init__(self, in_channels=3, num_classes=6, width=16, heads=2):
+        super().__init__()
+        self.enc1 = ConvBlock(in_channels, width)
+        self.enc2 = ConvBlock(width, 2 * width)
+        self.enc3 = ConvBlock(2 * width, 4 * width)
+        self.attn = Attention(4 * width, heads)
+        self.dec2 = ConvBlock(6 * width, 2 * width)
+        self.dec1 = ConvBlock(3 * width, width)
+        self.head = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.max_pool2d(e1, 2))
+        e3 = self.attn(self.enc3(F.max_pool2d(e2, 2)))
+        up2 = F.interpolate(e3, size=e2.shape[2:], mode="bilinear", align_corners=False)
+        d2 = self.dec2(torch.cat([up2, e2], dim=1))
+        up1 = F.interpolate(d2, size=e1.shape[2:], mode="bilinear", align_corners=False)
+        logits = self.head(self.dec1(torch.cat([up1, e1], dim=1)))
+        return logits if self.training else torch.softmax(logits, dim=1)
+
+
+class SegLoss(nn.Module):
+    """Pixel-wise cross-entropy, ignored pixels left out of the mean."""
+
+    def __init__(self, ignore_index=255):
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, logits, label):
+        return F.cross_entropy(logits, label, ignore_index=self.ignore_index)

@@ -1,0 +1,251 @@
+"""The seven alignment steps, each ``step(ctx) -> StepResult``, in the reproduction guide's order.
+
+data      what each side feeds its model equals the saved .npy fixtures, bit for bit
+forward   eval mode: every named output and the declared taps; the first divergence named
+metric    both sides' metric code on the same predictions and labels; argmax agreement
+loss      train-mode outputs and the pair's loss, on labels with ignore pixels
+backward  the gradient of every trainable parameter, mapped through the weight mapping
+optimizer the recipe alone on seeded gradients (LR values and parameters after k steps)
+train     K real iterations: loss_i, lr_i, and in float64 the whole state afterwards
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from rsport.alignment.context import (FIXTURE_SEED, OPTIMIZER_NORMS, OPTIMIZER_STEPS, STEPS, TRAIN_ITERS,
+                                     StepResult, compare_all, first_in_order)
+from rsport.compare import Diff, compare
+
+POOL = 1 << 20  # seeded normals per optimizer step, tiled over the parameters (drawing 66M would take seconds)
+MIN_AGREEMENT = 0.9999
+NEAR_TIE = {"float32": 1e-4, "float64": 1e-9}  # top-2 margin under which a flip is a tie
+
+
+# --- data ---------------------------------------------------------------------------------------
+def data(ctx) -> StepResult:
+    """Both twins are fed exactly the same batches: what each side actually feeds its model (after
+    its own tensor conversion) equals the saved .npy fixture bit for bit, shapes and dtypes too."""
+    batches = {f"{kind}{i}": value for i in range(TRAIN_ITERS)
+               for kind, value in zip(("image", "label"), ctx.batch(i))}
+    torch_side = ctx.tb.to_numpy({k: ctx.tb.as_tensor(v) for k, v in batches.items()})
+    paddle_side = ctx.pb.to_numpy({k: ctx.pb.as_tensor(v) for k, v in batches.items()})
+    ctx.save_results("data", torch_side, paddle_side)
+    rows = compare_all(torch_side, batches, ctx.profile("exact")) + compare_all(paddle_side, batches, ctx.profile("exact"))
+    for row, side in zip(rows, ["torch"] * len(batches) + ["paddle"] * len(batches)):
+        row.name = f"{side}:{row.name}"
+    return StepResult.from_rows("data", rows)
+
+
+# --- forward ------------------------------------------------------------------------------------
+def eval_pass(ctx):
+    """Both twins' eval forward on batch 0 with the declared taps (cached in the context)."""
+    if "eval" not in ctx.cache:
+        tmodel, pmodel = ctx.models()
+        x, _ = ctx.batch(0)
+        taps = list(ctx.pair.taps)
+        t_out, t_taps, _, _ = ctx.tb.capture(tmodel, x, taps)
+        p_out, p_taps, _, _ = ctx.pb.capture(pmodel, x, taps)
+        ctx.cache["eval"] = dict(torch=ctx.name_outputs(t_out, False), paddle=ctx.name_outputs(p_out, False),
+                                 torch_taps=t_taps, paddle_taps=p_taps, models=(tmodel, pmodel), x=x)
+    return ctx.cache["eval"]
+
+
+def localize(ctx, tap: str) -> str:
+    """The first failing submodule of ``tap`` (itself if none of its children fails)."""
+    found = ctx.cache["eval"]
+    tmodel, pmodel = found["models"]
+    module = tap.partition("[")[0]
+    names = [n for n in ctx.call_order() if n == module or n.startswith(module + ".")]
+    _, t_taps, _, _ = ctx.tb.capture(tmodel, found["x"], names)
+    _, p_taps, _, _ = ctx.pb.capture(pmodel, found["x"], names)
+    rows = compare_all(p_taps, t_taps, ctx.profile("tap"))
+    return next((r.name for r in rows if not r.passed), tap)
+
+
+def forward(ctx) -> StepResult:
+    """Eval mode, batch >= 2: every named output and every declared tap. On failure the first
+    diverging module is named: the first failing tap in call order, then, inside it, the first
+    failing submodule."""
+    found = eval_pass(ctx)
+    ctx.save_results("forward", found["torch"], found["paddle"])
+    tap_rows = compare_all(found["paddle_taps"], found["torch_taps"], ctx.profile("tap"))
+    out_rows = compare_all(found["paddle"], found["torch"], ctx.profile("output"))
+    ctx.cache["tap_rows"] = tap_rows
+    first = next((r.name for r in tap_rows if not r.passed), None)
+    if first is not None:
+        first = localize(ctx, first)
+    elif any(not r.passed for r in out_rows):
+        first = f"output:{next(r.name for r in out_rows if not r.passed)} (after the last tap)"
+    return StepResult.from_rows("forward", tap_rows + out_rows, first_divergence=first)
+
+
+# --- metric -------------------------------------------------------------------------------------
+def argmax_agreement(t_scores: np.ndarray, p_scores: np.ndarray, near_tie: float) -> Diff:
+    t_pred, p_pred = t_scores.argmax(axis=1), p_scores.argmax(axis=1)
+    differ = t_pred != p_pred
+    top2 = np.sort(t_scores, axis=1)[:, -2:]
+    margins = (top2[:, 1] - top2[:, 0])[differ]
+    share = float(differ.mean())
+    widest = float(margins.max()) if margins.size else 0.0
+    passed = share <= 1 - MIN_AGREEMENT and widest < near_tie
+    problem = None if passed else f"{int(differ.sum())} pixels differ, widest top-2 margin {widest:.2e}"
+    return Diff("argmax_disagreement", passed, share, widest, share, 1 - MIN_AGREEMENT, problem)
+
+
+def metric(ctx) -> StepResult:
+    """Both sides' metric code on the same predictions and labels: the confusion matrix exactly
+    equal, per-class IoU, mIoU, mIoU-fg, OA and kappa equal to a few ulps (profile ``metric``:
+    paddle's float64 division is not correctly rounded); and each side's own argmax predictions
+    agree on >= 99.99% of pixels with every disagreement at a near-tie of the top two scores."""
+    pair = ctx.pair
+    found = eval_pass(ctx)
+    key = next(iter(found["torch"]))
+    scores = found["torch"][key]
+    _, label = ctx.batch(0)
+    if pair.num_classes is None or scores.ndim != 4 or scores.shape[1] != pair.num_classes:
+        return StepResult.skip("metric", f"needs class scores [N, num_classes, H, W] as the first output and "
+                                         f"num_classes (got {key} {list(scores.shape)}, num_classes "
+                                         f"{pair.num_classes})")
+    args = (scores.argmax(axis=1), label, pair.num_classes, pair.ignore_index)
+    t_metrics, p_metrics = ctx.tb.metrics(*args), ctx.pb.metrics(*args)
+    ctx.save_results("metric", t_metrics, p_metrics)
+    rows = compare_all(p_metrics, t_metrics, lambda k: ctx.profile("exact" if k == "confusion" else "metric"),
+                       matching_nan_ok=True)
+    rows.append(argmax_agreement(scores, found["paddle"][key], NEAR_TIE[ctx.dtype]))
+    return StepResult.from_rows("metric", rows, note=f"mIoU {float(t_metrics['miou']):.4f} on the fixture")
+
+
+# --- loss and backward --------------------------------------------------------------------------
+def train_pass(ctx):
+    """One train-mode forward + loss + backward per twin on batch 0 (cached in the context)."""
+    if "train" not in ctx.cache:
+        tmodel, pmodel = ctx.models()
+        x, label = ctx.batch(0)
+        t_out, t_loss, t_grads, t_dout = ctx.tb.train_pass(tmodel, ctx.pair.loss_for("torch"), x, label)
+        p_out, p_loss, p_grads, p_dout = ctx.pb.train_pass(pmodel, ctx.pair.loss_for("paddle"), x, label)
+        ctx.cache["train"] = dict(torch=(ctx.name_outputs(t_out, True), t_loss, t_grads),
+                                  paddle=(ctx.name_outputs(p_out, True), p_loss, p_grads),
+                                  order=ctx.call_order())
+    return ctx.cache["train"]
+
+
+def loss(ctx) -> StepResult:
+    """Train-mode forward (batch statistics) and the pair's training loss, on labels with ignore
+    pixels."""
+    found = train_pass(ctx)
+    (t_out, t_loss, _), (p_out, p_loss, _) = found["torch"], found["paddle"]
+    ctx.save_results("loss", {**t_out, "loss": t_loss}, {**p_out, "loss": p_loss})
+    rows = compare_all(p_out, t_out, ctx.profile("train_output"))
+    rows.append(compare("loss", np.asarray(p_loss), np.asarray(t_loss), ctx.profile("loss")))
+    note = f"loss {float(t_loss):.6f}" + ("" if ctx.pair.has_loss() else " (probe loss: no loss given)")
+    return StepResult.from_rows("loss", rows, note=note)
+
+
+def backward(ctx) -> StepResult:
+    """The gradient of EVERY trainable parameter after the train-mode loss, mapped through the
+    weight mapping (names and layouts); the first failing parameter in call order is named."""
+    found = train_pass(ctx)
+    t_grads, p_grads = found["torch"][2], found["paddle"][2]
+    mapped = ctx.to_paddle_names(t_grads)
+    ctx.save_results("backward", t_grads, p_grads)
+    rows = compare_all(p_grads, mapped, ctx.profile("grad"))
+    return StepResult.from_rows("backward", rows, first_divergence=first_in_order(rows, found["order"]),
+                                note=f"{len(rows)} gradients")
+
+
+# --- optimizer and train ------------------------------------------------------------------------
+def seeded_gradients(ctx, shapes: dict) -> list[dict]:
+    """Per step, name -> gradient with global L2 norm OPTIMIZER_NORMS[i] x clip norm. Only the
+    seeds and norms are saved as a fixture: the arrays are the model's size."""
+    clip = ctx.pair.recipe.get("clip_norm") or 1.0
+    plan = ctx.fixture("optimizer_plan", lambda: np.array(
+        [[FIXTURE_SEED + 7 + i, OPTIMIZER_NORMS[i] * clip] for i in range(OPTIMIZER_STEPS)]))
+    steps = []
+    for seed, norm in plan:
+        pool = np.random.default_rng(int(seed)).standard_normal(POOL, dtype=np.float32)
+        grads, offset = {}, 0
+        for name, shape in shapes.items():  # each tensor a different window of the seeded pool
+            size = int(np.prod(shape))
+            grads[name] = np.roll(np.resize(pool, size), -offset).reshape(shape)
+            offset = (offset + 7919) % POOL
+        total = np.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads.values()))  # scale only
+        steps.append({name: (g * np.float32(norm / total)).astype(ctx.dtype) for name, g in grads.items()})
+    return steps
+
+
+def optimizer(ctx) -> StepResult:
+    """The training recipe alone (SGD momentum, weight decay, global-norm clip, poly LR). Both
+    twins receive the same seeded gradients for k steps, whose global norm is above the clip norm
+    at some steps and below it at others; LR values and the parameters after k steps are compared."""
+    tmodel, pmodel = ctx.models()
+    t_state = ctx.tb.state_arrays(tmodel)
+    t_grads = seeded_gradients(ctx, {name: t_state[name].shape for name in ctx.tb.trainable_names(tmodel)})
+    p_grads = [ctx.to_paddle_names(g) for g in t_grads]
+    t_lr, t_params = ctx.tb.optimizer_steps(tmodel, t_grads, ctx.pair.recipe)
+    p_lr, p_params = ctx.pb.optimizer_steps(pmodel, p_grads, ctx.pair.recipe)
+    ctx.save_results("optimizer", {"lr": t_lr, **t_params}, {"lr": p_lr, **p_params})
+    rows = [compare("lr", p_lr, t_lr, ctx.profile("exact"))]
+    rows += compare_all(p_params, ctx.to_paddle_names(t_params), ctx.profile("param"))
+    return StepResult.from_rows("optimizer", rows, first_divergence=first_in_order(rows, ["lr", *ctx.call_order()]),
+                                note=f"{OPTIMIZER_STEPS} steps, gradient norms {OPTIMIZER_NORMS} x clip")
+
+
+def train(ctx) -> StepResult:
+    """K iterations of the real training loop (train mode, loss, clip, optimizer, schedule) on
+    fixed, distinct batches: loss_i and lr_i curves, then the whole state after K steps
+    (parameters AND BatchNorm running statistics, which only training moves)."""
+    tmodel, pmodel = ctx.models()
+    batches = [ctx.batch(i) for i in range(TRAIN_ITERS)]
+    order = ctx.call_order()
+    recipe = ctx.pair.recipe
+    t_loss, t_lr, t_state = ctx.tb.train_iterations(tmodel, ctx.pair.loss_for("torch"), batches, recipe)
+    p_loss, p_lr, p_state = ctx.pb.train_iterations(pmodel, ctx.pair.loss_for("paddle"), batches, recipe)
+    ctx.save_results("train", {"loss_i": t_loss, "lr_i": t_lr}, {"loss_i": p_loss, "lr_i": p_lr})
+    rows = [compare("loss_i", p_loss, t_loss, ctx.profile("curve")), compare("lr_i", p_lr, t_lr, ctx.profile("exact"))]
+    curve = f"loss_i diff {rows[0].max_abs:.1e}"
+    if ctx.profile("state") is not None:  # float64 only: see context.KIND_PROFILES
+        rows += compare_all(p_state, ctx.to_paddle_names(t_state), ctx.profile("state"))
+    return StepResult.from_rows("train", rows, first_divergence=first_in_order(rows, ["loss_i", "lr_i", *order]),
+                                note=f"{curve}; loss " + " ".join(f"{v:.5f}" for v in t_loss))
+
+
+RUNNERS = {"data": data, "forward": forward, "metric": metric, "loss": loss, "backward": backward,
+           "optimizer": optimizer, "train": train}
+assert tuple(RUNNERS) == STEPS
+
+
+def run_step(ctx, step: str) -> StepResult:
+    """Run one step; a crashing twin is a failed step (reported with where it crashed), never an
+    exception. Writes the step's diff log."""
+    start = time.perf_counter()
+    try:
+        result = RUNNERS[step](ctx)
+    except Exception as err:  # noqa: BLE001 - a crashing twin is a failed step, reported, not a crash
+        message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+        result = StepResult(step, False, first_divergence=crash_site(err), error=message)
+    result.seconds = time.perf_counter() - start
+    ctx.write_diff_log(result)
+    return result
+
+
+CORE = Path(__file__).resolve().parents[1]  # rsport/: frames inside it are the harness, not the model
+
+
+def crash_site(err: Exception) -> str:
+    """The innermost traceback frame outside the harness and the frameworks: where the model's
+    own code (or a helper it called) failed."""
+    frames = traceback.extract_tb(err.__traceback__)
+    outside = [f for f in frames if not Path(f.filename).resolve().is_relative_to(CORE)
+               and "site-packages" not in f.filename and "dist-packages" not in f.filename]
+    where = (outside or frames)[-1]
+    return f"{_short(where.filename)}:{where.lineno} ({where.name})"
+
+
+def _short(filename: str) -> str:
+    path = Path(filename).resolve()
+    cwd = Path.cwd().resolve()
+    return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)
