@@ -152,33 +152,45 @@ def capture(model, x: np.ndarray, names=None, keep: bool = True, inputs=()):
     returns (flattened outputs, taps, tapped inputs, order). ``taps`` maps ``name`` (or
     ``name[i]`` for a tuple output) to the first call's output, ``order`` lists the submodules in
     the order their first call RETURNED (children before their parent), ``inputs`` maps each name
-    in ``inputs`` to its first call's flattened positional inputs. ``keep=False``: order only."""
+    in ``inputs`` to its first call's flattened positional inputs, copied when the call starts
+    (before an in-place op can change them). ``keep=False``: order only."""
     layers = dict(model.named_sublayers())  # FRAMEWORK-DIFF: named_modules / named_sublayers
-    taps, tapped_inputs, order, handles = {}, {}, [], []
-    wanted_inputs = set(inputs)
+    taps, tapped_inputs, order, done, handles = {}, {}, [], set(), []
 
-    def hook(name):
-        def record(layer, args, output):
-            if name in order:
-                return
-            order.append(name)
-            for key, value in flatten(output, name):
-                taps[key] = numpy_of(value) if keep else None
-            if name in wanted_inputs:
+    def before(name):
+        def record(layer, args):
+            if name not in tapped_inputs:
                 tapped_inputs[name] = [numpy_of(v) for _, v in flatten(tuple(args))]
         return record
 
-    missing = [name for name in (names or ()) if name not in layers]
+    def after(name):
+        def record(layer, args, output):
+            if name in done:
+                return
+            done.add(name)
+            order.append(name)
+            for key, value in flatten(output, name):
+                taps[key] = numpy_of(value) if keep else None
+        return record
+
+    missing = [name for name in list(names or ()) + list(inputs) if name not in layers]
     if missing:
         raise StateError(f"no such submodule: {', '.join(missing[:5])}")
     for name in (names if names is not None else [n for n in layers if n]):
-        handles.append(layers[name].register_forward_post_hook(hook(name)))  # FRAMEWORK-DIFF: hook API
+        handles.append(layers[name].register_forward_post_hook(after(name)))  # FRAMEWORK-DIFF: hook API
+    for name in inputs:
+        handles.append(layers[name].register_forward_pre_hook(before(name)))  # FRAMEWORK-DIFF: hook API
     try:
         outputs = run(model, x)
     finally:
         for handle in handles:
             handle.remove()
     return outputs, taps, tapped_inputs, order
+
+
+def module_classes(model) -> dict:
+    """Submodule name -> class name (the root is '')."""
+    return {name: type(layer).__name__ for name, layer in model.named_sublayers(include_self=True)}  # FRAMEWORK-DIFF: named_modules / named_sublayers
 
 
 def is_stochastic(layer) -> bool:

@@ -105,7 +105,8 @@ def selected_models(args: argparse.Namespace, several: bool = False, required: b
 def list_models(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="rsport models", description="List the registered models: the zoo, "
                                      "the packages that register through the 'rsport.models' entry point, and --spec.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     epilog="examples:\n  rsport models --long\n  rsport models --spec my_package.my_spec",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", action="append", default=[], metavar="MODULE[:ATTR]",
                         help="load a ModelSpec from your own package first (repeatable)")
     parser.add_argument("--long", action="store_true", help="also print each model's provenance")

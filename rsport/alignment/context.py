@@ -181,6 +181,8 @@ class Context:
 
     def call_order(self) -> list[str]:
         """Submodule names in the order the torch twin's first calls return (eval, batch 0)."""
+        if "order" not in self.cache and "eval" in self.cache:
+            self.cache["order"] = self.cache["eval"]["torch_order"]
         if "order" not in self.cache:
             tmodel, _ = self.models()
             _, _, _, order = self.tb.capture(tmodel, self.batch(0)[0], None, keep=False)

@@ -18,6 +18,7 @@ import numpy as np
 
 from rsport.alignment.context import (FIXTURE_SEED, OPTIMIZER_NORMS, OPTIMIZER_STEPS, STEPS, TRAIN_ITERS,
                                      StepResult, compare_all, first_in_order)
+from rsport.alignment import localize
 from rsport.compare import Diff, compare
 
 POOL = 1 << 20  # seeded normals per optimizer step, tiled over the parameters (drawing 66M would take seconds)
@@ -42,45 +43,83 @@ def data(ctx) -> StepResult:
 
 # --- forward ------------------------------------------------------------------------------------
 def eval_pass(ctx):
-    """Both twins' eval forward on batch 0 with the declared taps (cached in the context)."""
+    """Both twins' eval forward on batch 0, every submodule's output recorded (cached)."""
     if "eval" not in ctx.cache:
         tmodel, pmodel = ctx.models()
         x, _ = ctx.batch(0)
-        taps = list(ctx.pair.taps)
-        t_out, t_taps, _, _ = ctx.tb.capture(tmodel, x, taps)
-        p_out, p_taps, _, _ = ctx.pb.capture(pmodel, x, taps)
+        t_out, t_taps, _, t_order = ctx.tb.capture(tmodel, x)
+        p_out, p_taps, _, p_order = ctx.pb.capture(pmodel, x)
+        pairs = localize.module_pairs(t_order, p_order, ctx.tb.module_classes(tmodel), ctx.pb.module_classes(pmodel),
+                                      ctx.pair.plan)
+        ctx.cache["order"] = t_order
         ctx.cache["eval"] = dict(torch=ctx.name_outputs(t_out, False), paddle=ctx.name_outputs(p_out, False),
-                                 torch_taps=t_taps, paddle_taps=p_taps, models=(tmodel, pmodel), x=x)
+                                 torch_taps=t_taps, paddle_taps=p_taps, torch_order=t_order, paddle_order=p_order,
+                                 pairs=pairs, models=(tmodel, pmodel), x=x)
     return ctx.cache["eval"]
 
 
-def localize(ctx, tap: str) -> str:
-    """The first failing submodule of ``tap`` (itself if none of its children fails)."""
-    found = ctx.cache["eval"]
-    tmodel, pmodel = found["models"]
-    module = tap.partition("[")[0]
-    names = [n for n in ctx.call_order() if n == module or n.startswith(module + ".")]
-    _, t_taps, _, _ = ctx.tb.capture(tmodel, found["x"], names)
-    _, p_taps, _, _ = ctx.pb.capture(pmodel, found["x"], names)
-    rows = compare_all(p_taps, t_taps, ctx.profile("tap"))
-    return next((r.name for r in rows if not r.passed), tap)
+def declared_taps(ctx, rows: list[Diff], fired: list[str]) -> list[Diff]:
+    """The declared taps' rows (the summary and the plot); a declared tap that never fired is a
+    failed row: it names a module the forward does not call (a LayerList, a typo)."""
+    by_module = {}
+    for row in rows:
+        by_module.setdefault(row.name.partition("[")[0], []).append(row)
+    out = []
+    for tap in ctx.pair.taps:
+        if tap in fired:
+            out += by_module.get(tap, [])
+        else:
+            out.append(Diff(f"tap:{tap}", False, float("nan"), float("nan"), float("nan"), float("nan"),
+                            "declared tap never fired: the forward never calls this submodule (declare the modules "
+                            "it calls)"))
+    return out
 
 
 def forward(ctx) -> StepResult:
-    """Eval mode, batch >= 2: every named output and every declared tap. On failure the first
-    diverging module is named: the first failing tap in call order, then, inside it, the first
-    failing submodule."""
+    """Eval mode, batch >= 2: every named output, every submodule's output (automatic taps) and the
+    declared taps; at a second, differently shaped input the outputs again. On failure the first
+    divergence is named where it starts (rsport.alignment.localize)."""
     found = eval_pass(ctx)
     ctx.save_results("forward", found["torch"], found["paddle"])
-    tap_rows = compare_all(found["paddle_taps"], found["torch_taps"], ctx.profile("tap"))
+    tol = ctx.profile("tap")
+    module_rows = localize.compare_modules(found["torch_taps"], found["paddle_taps"], found["torch_order"],
+                                           found["pairs"], tol)
+    tap_rows = declared_taps(ctx, module_rows, found["torch_order"])
+    ctx.cache["tap_rows"] = [r for r in tap_rows if r.problem is None] or module_rows
     out_rows = compare_all(found["paddle"], found["torch"], ctx.profile("output"))
-    ctx.cache["tap_rows"] = tap_rows
-    first = next((r.name for r in tap_rows if not r.passed), None)
+    size_rows = other_sizes(ctx)
+    details = {"modules_compared": len(module_rows)}
+    first = next((r.name.partition("[")[0] for r in module_rows if not r.passed), None)
+    never = [r.name for r in tap_rows if r.problem and r.problem.startswith("declared tap never fired")]
     if first is not None:
-        first = localize(ctx, first)
+        tmodel, pmodel = found["models"]
+        where = localize.locate(ctx, tmodel, pmodel, found["x"], first, found["pairs"], found["torch_order"],
+                                found["paddle_order"], tol)
+        details.update(location_kind=where.kind, location_detail=where.detail or None)
+        first = where.module
     elif any(not r.passed for r in out_rows):
-        first = f"output:{next(r.name for r in out_rows if not r.passed)} (after the last tap)"
-    return StepResult.from_rows("forward", tap_rows + out_rows, first_divergence=first)
+        first = f"output:{next(r.name for r in out_rows if not r.passed)} ({localize.ROOT} forward, after every submodule)"
+    elif any(not r.passed for r in size_rows):
+        first = next(r.name for r in size_rows if not r.passed)
+    elif never:
+        first = never[0]
+    return StepResult.from_rows("forward", module_rows + tap_rows + out_rows + size_rows, first_divergence=first,
+                                **details)
+
+
+def other_sizes(ctx) -> list[Diff]:
+    """The eval outputs at the pair's other alignment sizes (H != W, another aspect ratio): a
+    fixed-size pooling or a height/width swap that happens to agree at one size fails at another."""
+    rows = []
+    for size in range(1, len(ctx.pair.image_shapes)):
+        tmodel, pmodel = ctx.models()
+        x, _ = ctx.batch(0, size)
+        tag = "x".join(map(str, x.shape[2:]))
+        t_out, p_out = ctx.name_outputs(ctx.tb.run(tmodel, x), False), ctx.name_outputs(ctx.pb.run(pmodel, x), False)
+        for row in compare_all(p_out, t_out, ctx.profile("output")):
+            row.name = f"{row.name}@{tag}"
+            rows.append(row)
+    return rows
 
 
 # --- metric -------------------------------------------------------------------------------------
