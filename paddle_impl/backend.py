@@ -109,7 +109,13 @@ def state_arrays(model) -> dict:
 
 def cast(model, dtype: str):
     """Cast floating parameters and buffers (integer buffers stay)."""
-    return model.to(dtype=dtype)  # FRAMEWORK-DIFF: cast API
+    kept = {name: value.numpy() for name, value in model.named_buffers() if not value.is_floating_point()}  # FRAMEWORK-DIFF: paddle 3.3.1's
+    model.to(dtype=dtype)  # FRAMEWORK-DIFF: cast API (Layer.to/type/double cast integer buffers too, e.g. swin's
+    layers = dict(model.named_sublayers(include_self=True))  # FRAMEWORK-DIFF: relative_position_index): restore them
+    for name, value in kept.items():  # FRAMEWORK-DIFF: same
+        path, _, leaf = name.rpartition(".")  # FRAMEWORK-DIFF: same
+        layers[path].register_buffer(leaf, paddle.to_tensor(value))  # FRAMEWORK-DIFF: same (persistable, as before)
+    return model  # FRAMEWORK-DIFF: same
 
 
 def forward(model, spec: ModelSpec, x: np.ndarray) -> dict:
@@ -155,10 +161,11 @@ def capture(model, spec: ModelSpec, x: np.ndarray, names, keep: bool = True):
 def train_mode(model):
     """Train mode (batch-statistics BN, running statistics updated) with every dropout layer off:
     dropout draws from each framework's own RNG, so twins are compared with it off, as in
-    Paddle's reproduction guide. Returns the model."""
+    Paddle's reproduction guide. Layers whose class sets ``is_dropout = True`` (stochastic depth,
+    ``DropPath``) count as dropout. Returns the model."""
     model.train()
     for layer in model.sublayers():
-        if isinstance(layer, DROPOUT_TYPES):
+        if isinstance(layer, DROPOUT_TYPES) or getattr(type(layer), "is_dropout", False):
             layer.eval()
     return model
 

@@ -152,10 +152,11 @@ def capture(model, spec: ModelSpec, x: np.ndarray, names, keep: bool = True):
 def train_mode(model):
     """Train mode (batch-statistics BN, running statistics updated) with every dropout layer off:
     dropout draws from each framework's own RNG, so twins are compared with it off, as in
-    Paddle's reproduction guide. Returns the model."""
+    Paddle's reproduction guide. Layers whose class sets ``is_dropout = True`` (stochastic depth,
+    ``DropPath``) count as dropout. Returns the model."""
     model.train()
     for layer in model.modules():
-        if isinstance(layer, DROPOUT_TYPES):
+        if isinstance(layer, DROPOUT_TYPES) or getattr(type(layer), "is_dropout", False):
             layer.eval()
     return model
 

@@ -24,17 +24,17 @@ Deliberate choices, none of which changes a weight name:
 - SyncBatchNorm is a plain BatchNorm (single device; same statistics on one process);
 - forward resizes the logits to the input size (mmseg does it in the loss / at inference).
 """
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rsport.numerics import layernorm_eps
 from torch_ref.models.resnet import norm_layer
 from torch_ref.models.upernet import FCNHead, UPerHead, resize
 
-# 1e-6 as float32 kernels see it. Paddle keeps the LayerNorm epsilon in float32 even for float64
-# tensors (like BatchNorm's); float32 results are bit-identical to 1e-6.
-LN_EPS = float(np.float32(1e-6))
+# 1e-6 as paddle's LayerNorm kernel applies it (float32 even for float64 tensors, rsport/numerics.py);
+# float32 results are bit-identical to 1e-6.
+LN_EPS = layernorm_eps(1e-6)
 
 
 class PatchEmbed(nn.Module):
