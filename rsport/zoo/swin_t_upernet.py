@@ -1,7 +1,36 @@
 """Registry entry of swin_t_upernet (UperNet, Swin-T backbone of the original Swin segmentation code, mmseg 0.21
 as vendored by RSP, iSAID)."""
 from rsport.registry import ModelSpec, register
+from rsport.rules import Naming, Reorder, Rule
 from rsport.zoo import IMAGENET_MEAN, IMAGENET_STD
+
+# The original PatchMerging concatenates the 2x2 neighbours position-major (k * C + c, k over (row, col)
+# offsets (0,0), (1,0), (0,1), (1,1)); mmseg 1.x's nn.Unfold is channel-major (c * 4 + p, p over (0,0),
+# (0,1), (1,0), (1,1)): position p holds the original's k = (0, 2, 1, 3)[p]. LayerNorm(4C) and the
+# reduction's input axis follow that layout (tools/model_converters/swin2mmseg.py's
+# correct_unfold_{reduction,norm}_order, both of which this one op reproduces).
+UNFOLD_ORDER = Reorder(axis=-1, groups=4, perm=(0, 2, 1, 3))
+
+# mmsegmentation 1.x ``SwinTransformer`` (and RSP's unused mmseg-native swin.py) names the same tensors
+# differently; a torch-side conversion source (shared/reference/swin_t_upernet.md section 11). Heads
+# keep their names. In each rule ``torch`` is our name, ``paddle`` the mmseg 1.x one.
+MMSEG1 = Naming(
+    rules=(
+        Rule("mmseg1_patch_proj", "backbone.patch_embed.proj.{t}", "backbone.patch_embed.projection.{t}"),
+        Rule("mmseg1_attn", "backbone.layers.{s:int}.blocks.{b:int}.attn.{p}",
+             "backbone.stages.{s:int}.blocks.{b:int}.attn.w_msa.{p}"),
+        Rule("mmseg1_fc1", "backbone.layers.{s:int}.blocks.{b:int}.mlp.fc1.{t}",
+             "backbone.stages.{s:int}.blocks.{b:int}.ffn.layers.0.0.{t}"),
+        Rule("mmseg1_fc2", "backbone.layers.{s:int}.blocks.{b:int}.mlp.fc2.{t}",
+             "backbone.stages.{s:int}.blocks.{b:int}.ffn.layers.1.{t}"),
+        Rule("mmseg1_block", "backbone.layers.{s:int}.blocks.{b:int}.{p}", "backbone.stages.{s:int}.blocks.{b:int}.{p}"),
+        Rule("mmseg1_merge_reduction", "backbone.layers.{s:int}.downsample.reduction.weight",
+             "backbone.stages.{s:int}.downsample.reduction.weight", op=UNFOLD_ORDER),
+        Rule("mmseg1_merge_norm", "backbone.layers.{s:int}.downsample.norm.{t}",
+             "backbone.stages.{s:int}.downsample.norm.{t}", op=UNFOLD_ORDER),
+    ),
+    markers=("backbone.stages.", ".attn.w_msa."),
+)
 
 # RSP configs/swin/upernet_swin_tiny_patch4_window7_896x896_80k_isaid.py (optimizer, lr_config) and
 # configs/_base_/schedules/schedule_80k.py (max_iters); shared/reference/swin_t_upernet.md section 7.
@@ -50,6 +79,7 @@ register(ModelSpec(
             "decode_head.fpn_convs", "decode_head.fpn_bottleneck", "decode_head.conv_seg",
             "auxiliary_head.convs", "auxiliary_head.conv_seg"),
     recipe=ADAMW_RECIPE,
+    torch_namings={"mmseg1": MMSEG1},
     reference="ViTAE-Transformer/RSP@f2981873 (Semantic Segmentation/, mmsegmentation 0.21.0: "
               "configs/swin/upernet_swin_tiny_patch4_window7_896x896_80k_isaid.py, mmseg/models/backbones/"
               "swin_transformer.py = SwinTransformer/Swin-Transformer-Semantic-Segmentation@87e6f905's backbone); "
