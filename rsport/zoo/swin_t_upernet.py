@@ -53,11 +53,11 @@ register(ModelSpec(
     kwargs=dict(num_classes=16, in_channels=3, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
                 window_size=7, drop_path_rate=0.3, channels=512, aux_channels=256, pool_scales=(1, 2, 3, 6),
                 dropout_ratio=0.1, align_corners=False),
-    # Four stages of two blocks (each with a shifted block), the original window 7. The tiny input
+    # The full depths (2, 2, 6, 2), so that the taps are the full model's, at width 8; the original window 7. The tiny input
     # 70x102 is not a multiple of the patch (padded to 72x104: 18x26 tokens); the stages then see
     # 18x26 -> 21x28 windows, 9x13 -> 14x14 (merged with padding of both sides), 5x7 -> 7x7 and
     # 3x4 -> 7x7 (a single window row: the first shift region is empty).
-    tiny_kwargs=dict(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), channels=16, aux_channels=8),
+    tiny_kwargs=dict(embed_dim=8, num_heads=(1, 2, 2, 4), channels=16, aux_channels=8),
     in_channels=3,
     num_classes=16,
     mean=IMAGENET_MEAN,
