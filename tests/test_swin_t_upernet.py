@@ -414,3 +414,25 @@ def test_checkpoint_containers_convert_to_paddle(tmp_path, container):
     written = PB.to_numpy(paddle.load(str(tmp_path / "out.pdparams")))
     key = "backbone.layers.0.downsample.reduction.weight"
     np.testing.assert_array_equal(written[key], state[key].T)  # back in the original order, paddle layout
+
+
+def test_reorder_op_in_a_rule_table_both_directions_is_exact():
+    """rules.Reorder as a rule-level op of an ordinary torch<->paddle table: applied in the torch
+    layout going to paddle (before the Linear transpose), inverted coming back; bit-exact."""
+    from rsport.rules import PADDLE, Reorder, Rule, TensorSpec, apply_plan, make_plan
+
+    op = Reorder(axis=-1, groups=4, perm=(0, 2, 1, 3))
+    with pytest.raises(ValueError):
+        Reorder(axis=-1, groups=4, perm=(0, 1, 1, 3))
+    rules = (Rule("merge", "m.weight", "m.weight", op=op), Rule("same", "{p}", "{p}"))
+    weight = np.random.default_rng(0).normal(size=(6, 12)).astype(np.float32)  # torch Linear [out, 4C]
+    paddle_schema = {"m.weight": TensorSpec((12, 6), "float32", "Linear", "weight")}
+    plan = make_plan({"m.weight": ((6, 12), "float32")}, paddle_schema, rules, TORCH)
+    out = apply_plan(plan, {"m.weight": weight}, paddle_schema, rules)["m.weight"]
+    np.testing.assert_array_equal(out, op.apply(weight).T)
+    torch_schema = {"m.weight": TensorSpec((6, 12), "float32", "Linear", "weight")}
+    back_plan = make_plan({"m.weight": ((12, 6), "float32")}, torch_schema, rules, PADDLE)
+    back = apply_plan(back_plan, {"m.weight": out}, torch_schema, rules)["m.weight"]
+    assert back.dtype == weight.dtype and np.array_equal(back, weight)
+    # the permutation itself: paddle-side position c*4+p holds torch-side group perm[p], channel c
+    np.testing.assert_array_equal(op.index(8), [0, 4, 2, 6, 1, 5, 3, 7])
