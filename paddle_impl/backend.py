@@ -323,7 +323,7 @@ def all_reduce_mean(value: float, world_size: int, device) -> float:
     return float(total[0]) / world_size
 
 
-_ACCUMULATOR = re.compile(r"^(?P<param>.+)(?P<acc>_velocity_\d+)$")  # FRAMEWORK-DIFF: paddle's accumulator names
+_ACCUMULATOR = re.compile(r"^(?P<param>.+)(?P<acc>_(velocity|moment1|moment2|beta1_pow_acc|beta2_pow_acc)_\d+)$")  # FRAMEWORK-DIFF: paddle's accumulator names (Momentum, AdamW)
 
 
 def _rename_accumulators(state: dict, names: dict, where: str) -> dict:  # FRAMEWORK-DIFF: accumulators are keyed by
