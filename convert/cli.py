@@ -46,8 +46,9 @@ def parse(source_side: str, argv, prog: str | None = None) -> argparse.Namespace
         parser.add_argument("--allow-pickle", action="store_true",
                             help="let torch unpickle arbitrary objects (only for files you trust)")
     parser.add_argument("--naming", default="auto",
-                        help="naming of the source: auto, native, or a spec's alternative such as 'paddlers' "
-                             "(default: %(default)s, detection is reported)")
+                        help=f"{source_side}-side naming of the source: auto, native, or a spec's alternative "
+                             "such as 'paddlers' (paddle) or 'mmseg1' (torch) (default: %(default)s, detection is "
+                             "reported)")
     return parser.parse_args(argv)
 
 

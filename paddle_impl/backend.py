@@ -112,7 +112,13 @@ def state_arrays(model) -> dict:
 
 def cast(model, dtype: str):
     """Cast floating parameters and buffers (integer buffers stay)."""
-    return model.to(dtype=dtype)  # FRAMEWORK-DIFF: cast API
+    kept = {name: value.numpy() for name, value in model.named_buffers() if not value.is_floating_point()}  # FRAMEWORK-DIFF: paddle 3.3.1's
+    model.to(dtype=dtype)  # FRAMEWORK-DIFF: cast API (Layer.to/type/double cast integer buffers too, e.g. swin's
+    layers = dict(model.named_sublayers(include_self=True))  # FRAMEWORK-DIFF: relative_position_index): restore them
+    for name, value in kept.items():  # FRAMEWORK-DIFF: same
+        path, _, leaf = name.rpartition(".")  # FRAMEWORK-DIFF: same
+        layers[path].register_buffer(leaf, paddle.to_tensor(value))  # FRAMEWORK-DIFF: same (persistable, as before)
+    return model  # FRAMEWORK-DIFF: same
 
 
 def flatten(output, prefix: str = "") -> list:
@@ -152,15 +158,17 @@ def capture(model, x: np.ndarray, names=None, keep: bool = True, inputs=()):
     returns (flattened outputs, taps, tapped inputs, order). ``taps`` maps ``name`` (or
     ``name[i]`` for a tuple output) to the first call's output, ``order`` lists the submodules in
     the order their first call RETURNED (children before their parent), ``inputs`` maps each name
-    in ``inputs`` to its first call's flattened positional inputs, copied when the call starts
-    (before an in-place op can change them). ``keep=False``: order only."""
+    in ``inputs`` to its first call's flattened tensor arguments (positional, then keyword),
+    copied when the call starts (before an in-place op can change them). ``keep=False``: order
+    only."""
     layers = dict(model.named_sublayers())  # FRAMEWORK-DIFF: named_modules / named_sublayers
     taps, tapped_inputs, order, done, handles = {}, {}, [], set(), []
 
     def before(name):
-        def record(layer, args):
+        def record(layer, args, kwargs):
             if name not in tapped_inputs:
-                tapped_inputs[name] = [numpy_of(v) for _, v in flatten(tuple(args))]
+                tapped_inputs[name] = [numpy_of(v) for _, v in flatten((tuple(args), dict(kwargs)))]
+            return None
         return record
 
     def after(name):
@@ -179,7 +187,7 @@ def capture(model, x: np.ndarray, names=None, keep: bool = True, inputs=()):
     for name in (names if names is not None else [n for n in layers if n]):
         handles.append(layers[name].register_forward_post_hook(after(name)))  # FRAMEWORK-DIFF: hook API
     for name in inputs:
-        handles.append(layers[name].register_forward_pre_hook(before(name)))  # FRAMEWORK-DIFF: hook API
+        handles.append(layers[name].register_forward_pre_hook(before(name), with_kwargs=True))  # FRAMEWORK-DIFF: hook API
     try:
         outputs = run(model, x)
     finally:
@@ -194,8 +202,10 @@ def module_classes(model) -> dict:
 
 
 def is_stochastic(layer) -> bool:
-    """Dropout layers and stochastic depth (any layer class named DropPath)."""
-    return isinstance(layer, DROPOUT_TYPES) or type(layer).__name__ == "DropPath"
+    """Dropout layers, and layers whose class sets ``is_dropout = True`` or is named DropPath
+    (stochastic depth)."""
+    return (isinstance(layer, DROPOUT_TYPES) or getattr(type(layer), "is_dropout", False)
+            or type(layer).__name__ == "DropPath")
 
 
 def train_mode(model):
@@ -386,7 +396,7 @@ def all_reduce_mean(value: float, world_size: int, device) -> float:
     return float(total[0]) / world_size
 
 
-_ACCUMULATOR = re.compile(r"^(?P<param>.+)(?P<acc>_velocity_\d+)$")  # FRAMEWORK-DIFF: paddle's accumulator names
+_ACCUMULATOR = re.compile(r"^(?P<param>.+)(?P<acc>_(velocity|moment1|moment2|beta1_pow_acc|beta2_pow_acc)_\d+)$")  # FRAMEWORK-DIFF: paddle's accumulator names (Momentum, AdamW)
 
 
 def _rename_accumulators(state: dict, names: dict, where: str) -> dict:  # FRAMEWORK-DIFF: accumulators are keyed by

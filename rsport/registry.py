@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-from rsport.rules import COMMON_RULES, Naming, Rule
+from rsport.rules import COMMON_RULES, TORCH, Naming, Rule
 
 
 class UnknownModelError(KeyError):
@@ -40,6 +40,8 @@ class ModelSpec:
         rules: model-specific rename rules, tried before ``COMMON_RULES``.
         paddle_namings: other implementations' paddle namings accepted as conversion sources
             (name -> Naming, mapped onto ours first), e.g. PaddleRS's published weights.
+        torch_namings: the same for torch-side sources (e.g. mmseg 1.x's Swin naming); in each
+            Naming rule, ``torch`` is our template and ``paddle`` the foreign torch name.
         ignore: anchored regexes of source keys that may be skipped (reported when used).
         tolerance: the fp32 profile of the eval outputs.
         align_input: (batch, H, W) of the alignment harness at the default size (batch >= 2).
@@ -86,6 +88,7 @@ class ModelSpec:
     rules: tuple[Rule, ...] = ()
     paddle_namings: dict[str, Naming] = field(default_factory=dict)
     ignore: tuple[str, ...] = ()
+    torch_namings: dict[str, Naming] = field(default_factory=dict)
 
     def __post_init__(self):
         problems = self.problems()
@@ -117,14 +120,20 @@ class ModelSpec:
                 found.append(f"{what} must be (batch, H, W), got {value!r}")
         if not self.eval_outputs or not self.train_outputs:
             found.append("eval_outputs and train_outputs must name what forward returns")
-        missing = [k for k in ("lr", "momentum", "weight_decay", "clip_norm", "power", "max_iters")
-                   if k not in self.recipe]
-        if missing:
-            found.append(f"recipe lacks {', '.join(missing)}")
+        kind = self.recipe.get("optimizer", "sgd")
+        needed = RECIPE_KEYS.get(kind)
+        if needed is None:
+            found.append(f"recipe optimizer {kind!r} is not one of {', '.join(RECIPE_KEYS)}")
+        elif [k for k in needed if k not in self.recipe]:
+            found.append(f"recipe ({kind}) lacks {', '.join(k for k in needed if k not in self.recipe)}")
         return found
 
     def has_loss(self) -> bool:
         return self.torch_loss is not None and self.paddle_loss is not None
+
+    def namings(self, side: str) -> dict[str, Naming]:
+        """Other implementations' namings accepted for a source of framework ``side``."""
+        return self.torch_namings if side == TORCH else self.paddle_namings
 
     def all_rules(self) -> tuple[Rule, ...]:
         return tuple(self.rules) + COMMON_RULES
@@ -155,6 +164,11 @@ VARIANTS = ("default", "tiny")
 # SGD with momentum, weight decay on every parameter, global-norm clipping, poly LR updated
 # every iteration (FactSeg's configs/isaid/factseg.py; shared by the segmentation models here).
 DEFAULT_RECIPE = dict(lr=0.007, momentum=0.9, weight_decay=1e-4, clip_norm=35.0, power=0.9, max_iters=60000)
+
+# What each optimizer kind of a recipe needs (torch_ref/recipe.py and paddle_impl/recipe.py).
+RECIPE_KEYS = {"sgd": ("lr", "momentum", "weight_decay", "clip_norm", "power", "max_iters"),
+               "adamw": ("lr", "betas", "eps", "weight_decay", "no_decay_keys", "power", "max_iters", "min_lr",
+                         "warmup_iters", "warmup_ratio")}
 
 # Lite training (tests, TIPC lite modes): the tiny variant on small crops of the sample data.
 LITE_TRAIN = dict(variant="tiny", crop=(128, 128), iters=40, batch_size=2)

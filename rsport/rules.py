@@ -8,6 +8,9 @@ paddle and recreated (``fill``) coming back.
 
 Value operations are decided by the TARGET layer's type (``LAYER_OPS``), never by a name: a
 Linear weight is stored [out, in] in torch and [in, out] in paddle, whatever the layer is called.
+A rule may also carry a value operation of its own (``Rule.op``, e.g. ``Reorder``: a channel
+permutation between two layouts of the same tensor), applied from its ``torch`` side to its
+``paddle`` side and inverted the other way, exactly (a gather: round trips are bit-exact).
 """
 from __future__ import annotations
 
@@ -25,14 +28,48 @@ _PLACEHOLDER = re.compile(r"\{(\w+)(?::(int))?\}")
 
 
 @dataclass(frozen=True)
+class Reorder:
+    """Value operation: permute axis ``axis`` of length ``groups`` x C between two layouts.
+
+    The rule's ``torch`` side stores it group-major (index g * C + c, e.g. the original Swin
+    PatchMerging's concat of 4 sub-grids); its ``paddle`` side channel-major (index c * groups + p,
+    e.g. mmseg 1.x's ``nn.Unfold``), where position p holds group ``perm[p]``."""
+
+    axis: int
+    groups: int
+    perm: tuple[int, ...]
+
+    def __post_init__(self):
+        if sorted(self.perm) != list(range(self.groups)):
+            raise ValueError(f"reorder: {self.perm} is not a permutation of {self.groups} groups")
+
+    def index(self, length: int) -> np.ndarray:
+        """``out[j] = in[index[j]]`` along the axis, from the torch side to the paddle side."""
+        if length % self.groups:
+            raise ValueError(f"reorder: axis of length {length} is not {self.groups} groups")
+        channel, position = np.divmod(np.arange(length), self.groups)
+        return np.asarray(self.perm)[position] * (length // self.groups) + channel
+
+    def apply(self, value: np.ndarray) -> np.ndarray:
+        """torch side -> paddle side."""
+        return np.take(value, self.index(value.shape[self.axis]), axis=self.axis)
+
+    def invert(self, value: np.ndarray) -> np.ndarray:
+        """paddle side -> torch side."""
+        return np.take(value, np.argsort(self.index(value.shape[self.axis])), axis=self.axis)
+
+
+@dataclass(frozen=True)
 class Rule:
-    """One rename rule. ``offsets`` maps an int placeholder to (paddle value - torch value)."""
+    """One rename rule. ``offsets`` maps an int placeholder to (paddle value - torch value);
+    ``op`` is an optional value operation of the rule itself (torch side -> paddle side)."""
 
     name: str
     torch: str
     paddle: str | None
     offsets: tuple[tuple[str, int], ...] = ()
     fill: str | None = None
+    op: Reorder | None = None
 
     def __post_init__(self):
         if self.paddle is None and self.fill is None:
@@ -123,16 +160,41 @@ def apply_naming(arrays: Mapping[str, np.ndarray], naming: Naming) -> tuple[dict
         rule, groups = first_match([r for r in naming.rules if r.paddle is not None], key, PADDLE)
         name = rule.render(groups, TORCH) if rule else key
         renamed += name != key
-        out[name] = value
+        out[name] = rule.op.invert(value) if rule is not None and rule.op is not None else value
     created = [r.torch for r in naming.rules if r.paddle is None and r.torch not in out]
     for name in created:
         out[name] = FILLS[next(r.fill for r in naming.rules if r.torch == name)](())
+    reordered = sum(1 for key in arrays if _op_rule(naming, key, PADDLE) is not None)
     notes = [f"renamed {renamed} keys to the native naming"]
+    if reordered:
+        notes.append(f"reordered the channels of {reordered} tensors ({', '.join(sorted(_op_names(naming)))})")
     if dropped:
         notes.append(f"ignored {len(dropped)} tensors the model does not have: {', '.join(dropped[:4])}")
     if created:
         notes.append(f"created {', '.join(created)} (absent in that naming) with its default value")
     return out, notes
+
+
+def _op_rule(naming: Naming, key: str, side: str) -> Rule | None:
+    rule, _ = first_match([r for r in naming.rules if r.paddle is not None], key, side)
+    return rule if rule is not None and rule.op is not None else None
+
+
+def _op_names(naming: Naming) -> set[str]:
+    return {r.name for r in naming.rules if r.op is not None}
+
+
+def export_naming(arrays: Mapping[str, np.ndarray], naming: Naming) -> dict:
+    """The inverse of ``apply_naming``: native keys and values in the foreign naming (first matching
+    rule; unmatched keys stay; tensors the foreign naming lacks are dropped)."""
+    out = {}
+    for key, value in arrays.items():
+        rule, groups = first_match(naming.rules, key, TORCH)
+        if rule is None:
+            out[key] = value
+        elif rule.paddle is not None:
+            out[rule.render(groups, PADDLE)] = rule.op.apply(value) if rule.op is not None else value
+    return out
 
 
 @dataclass(frozen=True)
@@ -259,7 +321,10 @@ def apply_plan(plan: Plan, arrays: Mapping[str, np.ndarray], target: Mapping[str
     their value from ``restore`` when given (e.g. a manifest kept them), else the rule's fill."""
     if not plan.ok:
         raise ValueError("refusing to apply a plan with problems")
+    rules = tuple(rules)
     fills = {rule.name: rule.fill for rule in rules}
+    value_ops = {rule.name: rule.op for rule in rules if rule.op is not None}
+    to_paddle = plan.direction.startswith(TORCH)
     out: dict[str, np.ndarray] = {}
     by_target = {m.target: m for m in plan.mappings}
     recreated = dict(plan.recreated)
@@ -267,7 +332,11 @@ def apply_plan(plan: Plan, arrays: Mapping[str, np.ndarray], target: Mapping[str
         if name in by_target:
             m = by_target[name]
             value = np.asarray(arrays[m.source])
-            out[name] = np.asarray(value.T, order="C") if m.op == "transpose" else value
+            rule_op = value_ops.get(m.rule)
+            if rule_op is not None and to_paddle:  # the rule's op works in the torch layout
+                value = rule_op.apply(value)
+            value = np.asarray(value.T, order="C") if m.op == "transpose" else value
+            out[name] = rule_op.invert(value) if rule_op is not None and not to_paddle else value
         elif restore is not None and name in restore:
             out[name] = np.asarray(restore[name], dtype=spec.dtype).reshape(spec.shape)
         else:

@@ -73,7 +73,7 @@ def read_source(path: Path, side: str | None, allow_pickle: bool = False) -> tup
 
 def namings(spec: ModelSpec, side: str) -> dict[str, Naming]:
     """Other implementations' namings of ``side``'s weights that the spec accepts."""
-    return dict(spec.paddle_namings if side == PADDLE else getattr(spec, "torch_namings", {}))
+    return dict(spec.namings(side))
 
 
 def detect_naming(spec: ModelSpec, keys, naming: str, side: str = PADDLE) -> tuple[str, str | None]:

@@ -149,15 +149,17 @@ def capture(model, x: np.ndarray, names=None, keep: bool = True, inputs=()):
     returns (flattened outputs, taps, tapped inputs, order). ``taps`` maps ``name`` (or
     ``name[i]`` for a tuple output) to the first call's output, ``order`` lists the submodules in
     the order their first call RETURNED (children before their parent), ``inputs`` maps each name
-    in ``inputs`` to its first call's flattened positional inputs, copied when the call starts
-    (before an in-place op can change them). ``keep=False``: order only."""
+    in ``inputs`` to its first call's flattened tensor arguments (positional, then keyword),
+    copied when the call starts (before an in-place op can change them). ``keep=False``: order
+    only."""
     layers = dict(model.named_modules())  # FRAMEWORK-DIFF: named_modules / named_sublayers
     taps, tapped_inputs, order, done, handles = {}, {}, [], set(), []
 
     def before(name):
-        def record(layer, args):
+        def record(layer, args, kwargs):
             if name not in tapped_inputs:
-                tapped_inputs[name] = [numpy_of(v) for _, v in flatten(tuple(args))]
+                tapped_inputs[name] = [numpy_of(v) for _, v in flatten((tuple(args), dict(kwargs)))]
+            return None
         return record
 
     def after(name):
@@ -176,7 +178,7 @@ def capture(model, x: np.ndarray, names=None, keep: bool = True, inputs=()):
     for name in (names if names is not None else [n for n in layers if n]):
         handles.append(layers[name].register_forward_hook(after(name)))  # FRAMEWORK-DIFF: hook API
     for name in inputs:
-        handles.append(layers[name].register_forward_pre_hook(before(name)))  # FRAMEWORK-DIFF: hook API
+        handles.append(layers[name].register_forward_pre_hook(before(name), with_kwargs=True))  # FRAMEWORK-DIFF: hook API
     try:
         outputs = run(model, x)
     finally:
@@ -191,8 +193,10 @@ def module_classes(model) -> dict:
 
 
 def is_stochastic(layer) -> bool:
-    """Dropout layers and stochastic depth (any layer class named DropPath)."""
-    return isinstance(layer, DROPOUT_TYPES) or type(layer).__name__ == "DropPath"
+    """Dropout layers, and layers whose class sets ``is_dropout = True`` or is named DropPath
+    (stochastic depth)."""
+    return (isinstance(layer, DROPOUT_TYPES) or getattr(type(layer), "is_dropout", False)
+            or type(layer).__name__ == "DropPath")
 
 
 def train_mode(model):

@@ -1,7 +1,7 @@
 """Registry entry of upernet_r50 (UperNet, torchvision-style ResNet-50, mmseg 0.21 as vendored by
 RSP, iSAID). Names are identical in both frameworks, so the common rules (BN buffers) suffice."""
 from rsport.registry import ModelSpec, register
-from rsport.zoo import IMAGENET_MEAN, IMAGENET_STD
+from rsport.zoo import IMAGENET_MEAN, IMAGENET_STD, UPERHEAD_TAPS
 
 register(ModelSpec(
     name="upernet_r50",
@@ -27,10 +27,7 @@ register(ModelSpec(
     tolerance="fp32_prob",
     align_input=(2, 96, 128),
     taps=("backbone.conv1", "backbone.bn1", "backbone.layer1", "backbone.layer2", "backbone.layer3",
-          "backbone.layer4", "decode_head.lateral_convs.0", "decode_head.lateral_convs.1",
-          "decode_head.lateral_convs.2", "decode_head.psp_modules", "decode_head.bottleneck",
-          "decode_head.fpn_convs.0", "decode_head.fpn_convs.1", "decode_head.fpn_convs.2",
-          "decode_head.fpn_bottleneck", "decode_head.conv_seg"),
+          "backbone.layer4") + UPERHEAD_TAPS,
     reference="ViTAE-Transformer/RSP@f2981873 (Semantic Segmentation/, mmsegmentation 0.21.0: "
               "configs/upernet/upernet_our_r50_896x896_80k_isaid.py, mmseg/models/decode_heads/uper_head.py), "
               "Xiao et al., UPerNet, ECCV 2018; Wang et al., RSP, IEEE TGRS 2022",

@@ -1,5 +1,6 @@
 """Registry entry of vit_s16_upernet (ViT-S/16 + UPerNet, Sentinel-1 VV/VH, DFC2020 10 classes)."""
 from rsport.registry import LITE_TRAIN, ModelSpec, register
+from rsport.zoo import UPERHEAD_TAPS
 
 # Input contract. The SEN12MS / DFC2020 loaders (lukasliebel/dfc2020_baseline code/datasets.py)
 # clip each S1 band to [-25, 0] dB, divide by 25 and add 1: inputs lie in [0, 1], with no
@@ -39,10 +40,7 @@ register(ModelSpec(
     # 64x64: a 4x4 token grid, so pos_embed is resampled (16x16 -> 4x4) in every step.
     align_input=(2, 64, 64),
     taps=("backbone.patch_embed", "backbone.pos_resize") + _BLOCKS
-         + ("backbone.fpn1", "backbone.fpn2", "backbone.fpn3", "backbone.fpn4",
-            "decode_head.lateral_convs", "decode_head.psp_modules", "decode_head.bottleneck",
-            "decode_head.fpn_convs", "decode_head.fpn_bottleneck", "decode_head.conv_seg",
-            "auxiliary_head.convs", "auxiliary_head.conv_seg"),
+         + ("backbone.fpn1", "backbone.fpn2", "backbone.fpn3", "backbone.fpn4") + UPERHEAD_TAPS,
     reference="timm VisionTransformer names (ViT-S/16, in_chans 2) as in zhu-xlab/FGMAE@1144e550; BEiT adapter "
               "of zhu-xlab/SSL4EO-S12@2156913c; mmsegmentation 0.x UPerHead + FCNHead; "
               "shared/reference/vit_s16_upernet.md",
