@@ -148,17 +148,39 @@ def test_paddle_align_corners_false_upstream_behaviour_still_needs_the_fix(mode,
     assert np.abs(ours - expected).max() < 1e-14
 
 
-def test_paddle_layernorm_epsilon_upstream_behaviour_still_needs_float32_eps():
-    """Paddle applies the LayerNorm epsilon in float32 even for float64 tensors, so the twins use
-    LN_EPS = float32(1e-6). If upstream changes, this fails: re-check LN_EPS."""
-    from torch_ref.models.vit_upernet import LN_EPS
+@pytest.mark.parametrize("kind", ["layer", "batch_eval", "batch_train"])
+def test_paddle_norm_epsilon_upstream_behaviour_still_needs_the_exact_ops(kind):
+    """Paddle applies the BatchNorm/LayerNorm epsilon in float32 even to float64 tensors (1e-6 ->
+    9.99999997e-07), which moves float64 outputs by ~1e-9 where variances are small. The twins use
+    the originals' exact epsilons and paddle_impl/ops.py's BatchNorm2D / LayerNorm, exact in
+    float64. If upstream starts applying epsilon in float64, the first assertion fails: the ops can
+    then call the native kernels again."""
+    from paddle_impl.ops import BatchNorm2D, LayerNorm
 
-    x = np.random.default_rng(0).normal(size=(2, 5, 64)) * 0.01  # small variance: eps matters
-    def torch_ln(eps):
-        return torch.nn.functional.layer_norm(torch.from_numpy(x), (64,), eps=eps).numpy()
-    stock = paddle.nn.functional.layer_norm(paddle.to_tensor(x), 64, epsilon=1e-6).numpy()
-    assert np.abs(stock - torch_ln(1e-6)).max() > 1e-12
-    assert np.abs(stock - torch_ln(LN_EPS)).max() < 1e-13
+    rng = np.random.default_rng(0)
+    if kind == "layer":
+        x, eps = rng.normal(size=(2, 5, 64)) * 0.001, 1e-6  # small variance: epsilon matters
+        expected = torch.nn.functional.layer_norm(torch.from_numpy(x), (64,), eps=eps).numpy()
+        stock = paddle.nn.functional.layer_norm(paddle.to_tensor(x), 64, epsilon=eps).numpy()
+        layer = LayerNorm(64, epsilon=eps)
+        layer.to(dtype="float64")
+        ours = layer(paddle.to_tensor(x)).numpy()
+    else:
+        train = kind == "batch_train"
+        x, eps = rng.normal(size=(2, 4, 5, 7)) * 0.003, 1e-5
+        mean, var = rng.normal(size=4) * 1e-3, rng.uniform(1e-6, 1e-5, size=4)
+        expected = torch.nn.functional.batch_norm(torch.from_numpy(x), torch.from_numpy(mean.copy()),
+                                                  torch.from_numpy(var.copy()), training=train, eps=eps).numpy()
+        stock_layer, layer = paddle.nn.BatchNorm2D(4, epsilon=eps), BatchNorm2D(4, epsilon=eps)
+        results = []
+        for bn in (stock_layer, layer):
+            bn.to(dtype="float64")
+            bn.set_state_dict({"weight": np.ones(4), "bias": np.zeros(4), "_mean": mean, "_variance": var})
+            bn.train() if train else bn.eval()
+            results.append(bn(paddle.to_tensor(x)).numpy())
+        stock, ours = results
+    assert np.abs(stock - expected).max() > 1e-10
+    assert np.abs(ours - expected).max() < 1e-13
 
 
 def test_paddle_adaptive_pool_backward_upstream_behaviour_still_needs_the_fix():

@@ -69,7 +69,7 @@ def block_by_hand(params, x, height, width, shift, heads, roll_sign=-1, split="q
     eps = 1e-5
     batch, _, c = x.shape
     p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
-    h = layer_norm(x, p["norm1.weight"], p["norm1.bias"], float(np.float32(eps))).reshape(batch, height, width, c)
+    h = layer_norm(x, p["norm1.weight"], p["norm1.bias"], eps).reshape(batch, height, width, c)
     hp, wp = -(-height // WS) * WS, -(-width // WS) * WS
     padded = np.zeros((batch, hp, wp, c))
     padded[:, :height, :width] = h
@@ -95,7 +95,7 @@ def block_by_hand(params, x, height, width, shift, heads, roll_sign=-1, split="q
     if shift:
         out = np.roll(out, (-roll_sign * shift, -roll_sign * shift), axis=(1, 2))
     x = x + out[:, :height, :width].reshape(batch, height * width, c)
-    hidden = layer_norm(x, p["norm2.weight"], p["norm2.bias"], float(np.float32(eps)))
+    hidden = layer_norm(x, p["norm2.weight"], p["norm2.bias"], eps)
     hidden = gelu(hidden @ p["mlp.fc1.weight"].T + p["mlp.fc1.bias"]) @ p["mlp.fc2.weight"].T + p["mlp.fc2.bias"]
     return x + hidden
 
@@ -193,7 +193,7 @@ def test_patch_merging_neighbour_order_and_odd_padding():
     parts = [grid[:, dr::2, dc::2] for dr, dc in ((0, 0), (1, 0), (0, 1), (1, 1))]
     cat = np.concatenate(parts, axis=-1).reshape(2, -1, 12)
     w = {k: v.detach().numpy() for k, v in merge.named_parameters()}
-    expected = layer_norm(cat, w["norm.weight"], w["norm.bias"], float(np.float32(1e-5))) @ w["reduction.weight"].T
+    expected = layer_norm(cat, w["norm.weight"], w["norm.bias"], 1e-5) @ w["reduction.weight"].T
     with torch.no_grad():
         ours = merge(torch.from_numpy(x), height, width).numpy()
     assert ours.shape == (2, 3 * 4, 6)
@@ -385,7 +385,7 @@ def test_mmseg1_patch_merging_weights_compute_what_ours_compute():
         grid = torch.nn.functional.pad(x.reshape(2, height, width, c).permute(0, 3, 1, 2), (0, width % 2, 0, height % 2))
         cols = torch.nn.functional.unfold(grid, kernel_size=2, stride=2).transpose(1, 2)
         cols = torch.nn.functional.layer_norm(cols, (4 * c,), torch.from_numpy(norm_w), torch.from_numpy(norm_b),
-                                              eps=float(np.float32(1e-5)))
+                                              eps=1e-5)
         return (cols @ torch.from_numpy(weight).T).numpy()
 
     key = "backbone.stages.1.downsample."
