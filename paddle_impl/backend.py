@@ -167,7 +167,8 @@ def capture(model, x: np.ndarray, names=None, keep: bool = True, inputs=()):
     def before(name):
         def record(layer, args, kwargs):
             if name not in tapped_inputs:
-                tapped_inputs[name] = [numpy_of(v) for _, v in flatten((tuple(args), dict(kwargs)))]
+                tapped_inputs[name] = CallInputs([numpy_of(v) for _, v in flatten((tuple(args), dict(kwargs)))],
+                                                 numpy_tree(tuple(args)), numpy_tree(dict(kwargs)))
             return None
         return record
 
@@ -199,6 +200,65 @@ def capture(model, x: np.ndarray, names=None, keep: bool = True, inputs=()):
 def module_classes(model) -> dict:
     """Submodule name -> class name (the root is '')."""
     return {name: type(layer).__name__ for name, layer in model.named_sublayers(include_self=True)}  # FRAMEWORK-DIFF: named_modules / named_sublayers
+
+
+class CallInputs(list):
+    """The flattened tensor arguments of one call (a list of numpy arrays), with the call's own
+    ``args`` and ``kwargs`` (tensors as numpy) to call the module again."""
+
+    def __init__(self, flat, args, kwargs):
+        super().__init__(flat)
+        self.args, self.kwargs = args, kwargs
+
+
+def numpy_tree(value):
+    """Tensors inside tuples, lists and dicts as numpy copies; other values unchanged."""
+    if is_tensor(value):
+        return np.array(numpy_of(value), copy=True)
+    if isinstance(value, (tuple, list)):
+        return type(value)(numpy_tree(v) for v in value)
+    if isinstance(value, dict):
+        return {k: numpy_tree(v) for k, v in value.items()}
+    return value
+
+
+def tensor_tree(value):
+    """The inverse of ``numpy_tree``."""
+    if isinstance(value, np.ndarray):
+        return as_tensor(value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(tensor_tree(v) for v in value)
+    if isinstance(value, dict):
+        return {k: tensor_tree(v) for k, v in value.items()}
+    return value
+
+
+def call(module, inputs: CallInputs, train: bool = False) -> list:
+    """Call one module again on recorded inputs, without gradients, in eval or train mode (its
+    mode is restored): the flattened outputs as (key, numpy) pairs."""
+    was_training = module.training
+    train_mode(module) if train else module.eval()
+    try:
+        with paddle.no_grad():
+            out = module(*tensor_tree(inputs.args), **tensor_tree(inputs.kwargs))
+    finally:
+        train_mode(module) if was_training else module.eval()
+    return [(key, numpy_of(value)) for key, value in flatten(out)]
+
+
+def submodule(model, name: str):
+    """The submodule called ``name`` ('' is the model itself)."""
+    return dict(model.named_sublayers(include_self=True))[name]  # FRAMEWORK-DIFF: named_modules / named_sublayers
+
+
+def own_tensors(module) -> dict:
+    """The module's own parameters and buffers (not its children's) as numpy copies."""
+    return {name: np.array(numpy_of(value), copy=True) for name, value in module.state_dict().items() if "." not in name}
+
+
+def set_own_tensor(module, leaf: str, value: np.ndarray) -> None:
+    """Overwrite one of the module's own parameters or buffers in place (same shape and dtype)."""
+    getattr(module, leaf).set_value(np.asarray(value, order="C"))  # FRAMEWORK-DIFF: in-place set
 
 
 def is_stochastic(layer) -> bool:

@@ -9,6 +9,8 @@ paddle keeps them as float32 op attributes even for float64 parameters, every fl
 uses the rounded value anyway (float32 results are bit-identical), and only with it do the
 float64 twins agree to 1e-15.
 """
+import warnings
+
 import numpy as np
 import paddle
 
@@ -60,7 +62,9 @@ class Recipe:
         model: the network.
         recipe: the spec's recipe: SGD (lr, momentum, weight_decay, clip_norm, power, max_iters) or,
             with ``optimizer="adamw"``, AdamW (lr, betas, eps, weight_decay, no_decay_keys,
-            clip_norm None, power, min_lr, warmup_iters, warmup_ratio, max_iters).
+            clip_norm None, power, min_lr, warmup_iters, warmup_ratio, max_iters); ``start_iter``
+            (default 0) advances the schedule that many iterations first (the alignment harness
+            starts right after the warmup, where the learning rate moves the weights).
     """
 
     def __init__(self, model, recipe):
@@ -68,7 +72,15 @@ class Recipe:
         self.clip_norm = recipe.get("clip_norm")
         if recipe.get("optimizer", "sgd") == "adamw":
             self._adamw(model, recipe)
-            return
+        else:
+            self._sgd(recipe)
+        with warnings.catch_warnings():  # torch warns of a scheduler step before any optimizer step
+            warnings.simplefilter("ignore")
+            for _ in range(recipe.get("start_iter", 0)):
+                self.scheduler.step()
+
+    def _sgd(self, recipe):
+        """SGD with momentum and L2 weight decay on every parameter, poly LR."""
         self.scheduler = paddle.optimizer.lr.LambdaDecay(  # FRAMEWORK-DIFF: scheduler class
             recipe["lr"], lambda it: poly_factor(it, recipe["max_iters"], recipe["power"]))  # FRAMEWORK-DIFF: same
         self.optimizer = paddle.optimizer.Momentum(  # FRAMEWORK-DIFF: optimizer class

@@ -97,7 +97,9 @@ def align_pair(torch_model, paddle_model, inputs, *, labels=None, loss_fns=None,
         taps: submodule names compared as a summary (a name that never fires is an error).
         name: the pair's label in reports; out: the output folder.
         output_profile / profile_overrides: float32 profile of the eval outputs; per (dtype, kind).
-        sizes: extra (H, W) alignment sizes for the geometry checks.
+        sizes: other (H, W) sizes at which forward, loss and backward run again (default: the
+            input turned on its side, W x H, when H != W: a height/width mix-up or a fixed-size
+            pooling that agrees at one size fails at the other).
         randomize_bn: when every BatchNorm layer holds the default statistics (untrained weights),
             start both models from seeded non-default ones instead (a forgotten BN buffer then
             fails); the report's notes say so.

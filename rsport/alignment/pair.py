@@ -130,16 +130,24 @@ class Pair:
         return tuple(self.image_shapes[size % len(self.image_shapes)])
 
     def make_image(self, index: int, size: int, dtype: str) -> np.ndarray:
-        if self.images is not None and size == 0:
-            return np.asarray(self.images[index % len(self.images)]).astype(dtype)
+        if self.images is not None:  # the user's batch, or the same batch turned on its side
+            image = np.asarray(self.images[index % len(self.images)]).astype(dtype)
+            if size == 0:
+                return image
+            if self.image_shape(size) == image.shape[:2] + image.shape[2:][::-1]:
+                return np.ascontiguousarray(np.swapaxes(image, -1, -2))
         shape = self.image_shape(size)
         if self.spec is not None:
             return image_batch(self.spec, shape, FIXTURE_SEED + index + 1000 * size, dtype)
         return generic_image_batch(shape, FIXTURE_SEED + index + 1000 * size, dtype, self.mean, self.std)
 
     def make_label(self, index: int, size: int) -> np.ndarray:
-        if self.labels is not None and size == 0:
-            return np.asarray(self.labels[index % len(self.labels)])
+        if self.labels is not None:
+            label = np.asarray(self.labels[index % len(self.labels)])
+            if size == 0:
+                return label
+            if self.image_shape(size)[2:] == label.shape[-2:][::-1]:
+                return np.ascontiguousarray(np.swapaxes(label, -1, -2))
         n, _, h, w = self.image_shape(size)
         if self.num_classes is None:  # nothing uses labels (probe loss): a placeholder the steps can save
             return np.zeros((n, h, w), dtype=np.int64)
@@ -160,6 +168,21 @@ def probe_loss(fw):
             raise PairError("the model returned no tensor to build a probe loss from")
         return total
     return loss
+
+
+def geometry_sizes(shape) -> list:
+    """The alignment sizes of a batch shape [N, C, H, W]: itself and, when H != W, the same batch
+    turned on its side (W x H). A height/width mix-up or a fixed-size pooling can agree at one size
+    by accident, not at two with swapped aspect ratios."""
+    n, c, h, w = shape
+    return [tuple(shape)] + ([(n, c, w, h)] if h != w else [])
+
+
+def align_recipe(recipe: dict) -> dict:
+    """The recipe as the optimizer and train steps use it: the schedule starts right after its
+    warmup (if any), where the learning rate really moves the weights (in warmup it starts at
+    lr x warmup_ratio, e.g. 6e-11, and any update rule would pass)."""
+    return dict(recipe, start_iter=recipe.get("start_iter", recipe.get("warmup_iters") or 0))
 
 
 def spec_loss(loss):
@@ -191,8 +214,8 @@ def from_spec(spec: ModelSpec, variant: str = "default", torch_ckpt=None, mutate
     return Pair(
         name=spec.name, torch_model=tmodel, paddle_model=pmodel, torch_state=torch_state,
         paddle_state=paddle_state, plan=plan, rules=rules, paddle_schema=paddle_schema,
-        image_shapes=[spec.align_shape(variant)], eval_outputs=tuple(spec.eval_outputs),
-        train_outputs=tuple(spec.train_outputs), recipe=dict(spec.recipe), num_classes=spec.num_classes, ignore_index=spec.ignore_index,
+        image_shapes=geometry_sizes(spec.align_shape(variant)), eval_outputs=tuple(spec.eval_outputs),
+        train_outputs=tuple(spec.train_outputs), recipe=align_recipe(spec.recipe), num_classes=spec.num_classes, ignore_index=spec.ignore_index,
         taps=tuple(spec.taps), output_profile=spec.tolerance, profile_overrides=dict(spec.profile_overrides),
         mutate_paddle=mutate_paddle, spec=spec, mean=tuple(spec.mean), std=tuple(spec.std))
 
@@ -263,7 +286,11 @@ def from_models(torch_model, paddle_model, inputs, *, labels=None, loss_fns=None
     label_list = _batches(labels, "labels") if labels is not None else None
     if loss_fns is not None and label_list is None and num_classes is None:
         raise PairError("a loss needs labels: pass labels=... or num_classes=... (seeded segmentation labels)")
-    shapes = [tuple(images[0].shape)] + [(images[0].shape[0], images[0].shape[1], h, w) for h, w in (sizes or ())]
+    if images[0].ndim != 4:
+        raise PairError(f"inputs: expected batches [N, C, H, W], got shape {list(images[0].shape)}")
+    shapes = geometry_sizes(images[0].shape) if sizes is None else [tuple(images[0].shape)] + [
+        (images[0].shape[0], images[0].shape[1], h, w) for h, w in sizes]
+    square = images[0].shape[2] == images[0].shape[3] and not sizes
     tmodel, pmodel = torch_model, paddle_model
     tmodel.eval()
     pmodel.eval()
@@ -292,9 +319,11 @@ def from_models(torch_model, paddle_model, inputs, *, labels=None, loss_fns=None
         plan=plan, rules=table, paddle_schema=paddle_schema, image_shapes=shapes,
         eval_outputs=_names(output_names, 0), train_outputs=_names(output_names, 1),
         loss_fns=tuple(loss_fns) if loss_fns is not None else None,
-        recipe=dict(DEFAULT_RECIPE, **(recipe or {})), num_classes=num_classes, ignore_index=ignore_index,
+        recipe=align_recipe(dict(DEFAULT_RECIPE, **(recipe or {}))), num_classes=num_classes, ignore_index=ignore_index,
         images=images, labels=label_list, taps=tuple(taps), output_profile=output_profile,
-        profile_overrides=dict(profile_overrides or {}), notes=notes)
+        profile_overrides=dict(profile_overrides or {}),
+        notes=notes + (["the input is square and no other size was given: a height/width mix-up cannot show; "
+                        "pass a batch with H != W"] if square else []))
 
 
 def _float_dtype(state: dict):

@@ -18,7 +18,7 @@ import numpy as np
 
 from rsport.alignment.context import (FIXTURE_SEED, OPTIMIZER_NORMS, OPTIMIZER_STEPS, STEPS, TRAIN_ITERS,
                                      StepResult, compare_all, first_in_order)
-from rsport.alignment import localize
+from rsport.alignment import causes, localize
 from rsport.compare import Diff, compare
 
 POOL = 1 << 20  # seeded normals per optimizer step, tiled over the parameters (drawing 66M would take seconds)
@@ -96,15 +96,24 @@ def forward(ctx) -> StepResult:
         where = localize.locate(ctx, tmodel, pmodel, found["x"], first, found["pairs"], found["torch_order"],
                                 found["paddle_order"], tol)
         details.update(location_kind=where.kind, location_detail=where.detail or None)
+        details.update(_cause(causes.module_cause(ctx, tmodel, pmodel, where, tol)))
         first = where.module
     elif any(not r.passed for r in out_rows):
         first = f"output:{next(r.name for r in out_rows if not r.passed)} ({localize.ROOT} forward, after every submodule)"
+        tmodel, pmodel = found["models"]
+        root = localize.Location(localize.ROOT, "wiring", "after every submodule")
+        details.update(_cause(causes.module_cause(ctx, tmodel, pmodel, root, ctx.profile("output"))))
     elif any(not r.passed for r in size_rows):
         first = next(r.name for r in size_rows if not r.passed)
     elif never:
         first = never[0]
     return StepResult.from_rows("forward", module_rows + tap_rows + out_rows + size_rows, first_divergence=first,
                                 **details)
+
+
+def _cause(found: dict) -> dict:
+    """The report entries of a likely-cause search."""
+    return {"cause": found["cause"] or causes.describe_none(found)}
 
 
 def other_sizes(ctx) -> list[Diff]:
@@ -159,41 +168,96 @@ def metric(ctx) -> StepResult:
 
 
 # --- loss and backward --------------------------------------------------------------------------
-def train_pass(ctx):
-    """One train-mode forward + loss + backward per twin on batch 0 (cached in the context)."""
-    if "train" not in ctx.cache:
+def train_pass(ctx, size: int = 0):
+    """One train-mode forward + loss + backward per twin on batch 0 at alignment size ``size``
+    (cached in the context)."""
+    key = "train" if size == 0 else f"train@{size}"
+    if key not in ctx.cache:
         tmodel, pmodel = ctx.models()
-        x, label = ctx.batch(0)
+        x, label = ctx.batch(0, size)
         t_out, t_loss, t_grads, t_dout = ctx.tb.train_pass(tmodel, ctx.pair.loss_for("torch"), x, label)
         p_out, p_loss, p_grads, p_dout = ctx.pb.train_pass(pmodel, ctx.pair.loss_for("paddle"), x, label)
-        ctx.cache["train"] = dict(torch=(ctx.name_outputs(t_out, True), t_loss, t_grads),
-                                  paddle=(ctx.name_outputs(p_out, True), p_loss, p_grads),
-                                  order=ctx.call_order())
-    return ctx.cache["train"]
+        names = ctx.name_outputs(t_out, True)
+        grad_names = dict(zip([k for k, _ in t_out], names))
+        ctx.cache[key] = dict(torch=(names, t_loss, t_grads, {grad_names[k]: v for k, v in t_dout.items()}),
+                              paddle=(ctx.name_outputs(p_out, True), p_loss, p_grads,
+                                      {grad_names.get(k, k): v for k, v in p_dout.items()}),
+                              order=ctx.call_order(), label=label, x=x)
+    return ctx.cache[key]
 
 
 def loss(ctx) -> StepResult:
     """Train-mode forward (batch statistics) and the pair's training loss, on labels with ignore
-    pixels."""
-    found = train_pass(ctx)
-    (t_out, t_loss, _), (p_out, p_loss, _) = found["torch"], found["paddle"]
-    ctx.save_results("loss", {**t_out, "loss": t_loss}, {**p_out, "loss": p_loss})
-    rows = compare_all(p_out, t_out, ctx.profile("train_output"))
-    rows.append(compare("loss", np.asarray(p_loss), np.asarray(t_loss), ctx.profile("loss")))
-    note = f"loss {float(t_loss):.6f}" + ("" if ctx.pair.has_loss() else " (probe loss: no loss given)")
-    return StepResult.from_rows("loss", rows, note=note)
+    pixels, plus the gradient of the loss with respect to each output (d loss / d output), so a
+    mistake in the loss alone fails here and is named at the loss; at every alignment size."""
+    rows, first, details = [], None, {}
+    for size in range(len(ctx.pair.image_shapes)):
+        found = train_pass(ctx, size)
+        (t_out, t_loss, _, t_dout), (p_out, p_loss, _, p_dout) = found["torch"], found["paddle"]
+        tag = "" if size == 0 else "@" + "x".join(map(str, found["x"].shape[2:]))
+        if size == 0:
+            ctx.save_results("loss", {**t_out, "loss": t_loss}, {**p_out, "loss": p_loss})
+        out_rows = compare_all(p_out, t_out, ctx.profile("train_output"))
+        loss_rows = [compare("loss", np.asarray(p_loss), np.asarray(t_loss), ctx.profile("loss"))]
+        loss_rows += compare_all({f"d loss/d {k}": v for k, v in p_dout.items()},
+                                 {f"d loss/d {k}": v for k, v in t_dout.items()}, ctx.profile("train_output"))
+        for row in out_rows + loss_rows:
+            row.name += tag
+        rows += out_rows + loss_rows
+        if first is None and any(not r.passed for r in out_rows):
+            first = next(r.name for r in out_rows if not r.passed) + " (train-mode forward)"
+        elif first is None and any(not r.passed for r in loss_rows):
+            first = "loss"
+            details.update(_loss_cause(ctx, found))
+    note = f"loss {float(ctx.cache['train']['torch'][1]):.6f}" + ("" if ctx.pair.has_loss() else
+                                                                 " (probe loss: no loss given)")
+    return StepResult.from_rows("loss", rows, first_divergence=first, note=note, **details)
+
+
+def _loss_cause(ctx, found) -> dict:
+    """Likely cause of a loss-only divergence: attributes of the two loss objects (a registered
+    model's built by the adapters, a user's ``loss_fns`` as given), each tested on torch's train
+    outputs."""
+    pair = ctx.pair
+    outputs = list(found["torch"][0].values())
+    if pair.loss_fns is not None:
+        t_loss, p_loss = pair.loss_fns
+
+        def invoke(fw, loss):  # fn(output, label): the output as the model returned it
+            tensors = [fw.as_tensor(o) for o in outputs]
+            return loss(tensors[0] if len(tensors) == 1 else tuple(tensors), fw.as_tensor(found["label"]))
+    elif pair.spec is not None and pair.spec.has_loss():
+        t_loss, p_loss = ctx.tb.build_loss(pair.spec), ctx.pb.build_loss(pair.spec)
+
+        def invoke(fw, loss):  # a registered loss: loss(*outputs, label)
+            return loss(*[fw.as_tensor(o) for o in outputs], fw.as_tensor(found["label"]))
+    else:
+        return {"cause": "the probe loss differs although the outputs agree: check the outputs' layout"}
+    return _cause(causes.loss_cause(ctx, t_loss, p_loss, invoke, ctx.profile("loss")))
 
 
 def backward(ctx) -> StepResult:
     """The gradient of EVERY trainable parameter after the train-mode loss, mapped through the
-    weight mapping (names and layouts); the first failing parameter in call order is named."""
-    found = train_pass(ctx)
-    t_grads, p_grads = found["torch"][2], found["paddle"][2]
-    mapped = ctx.to_paddle_names(t_grads)
-    ctx.save_results("backward", t_grads, p_grads)
-    rows = compare_all(p_grads, mapped, ctx.profile("grad"))
-    return StepResult.from_rows("backward", rows, first_divergence=first_in_order(rows, found["order"]),
-                                note=f"{len(rows)} gradients")
+    weight mapping (names and layouts), at every alignment size; the first failing parameter in
+    call order is named."""
+    rows, first = [], None
+    for size in range(len(ctx.pair.image_shapes)):
+        found = train_pass(ctx, size)
+        t_grads, p_grads = found["torch"][2], found["paddle"][2]
+        if size == 0:
+            ctx.save_results("backward", t_grads, p_grads)
+        size_rows = compare_all(p_grads, ctx.to_paddle_names(t_grads), ctx.profile("grad"))
+        failing = first_in_order(size_rows, found["order"])
+        if size:
+            tag = "@" + "x".join(map(str, found["x"].shape[2:]))
+            for row in size_rows:
+                row.name += tag
+            failing = failing and failing + tag
+        first = first or failing
+        rows += size_rows
+    return StepResult.from_rows("backward", rows, first_divergence=first,
+                                note=f"{len(rows) // len(ctx.pair.image_shapes)} gradients at "
+                                     f"{len(ctx.pair.image_shapes)} sizes")
 
 
 # --- optimizer and train ------------------------------------------------------------------------

@@ -17,12 +17,12 @@ register(ModelSpec(
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
     input_size=(896, 896),
-    verify_input=(2, 320, 320),  # stride-8 maps of 40x40: every ASPP dilation (up to 36) reaches real pixels
-    tiny_input=(2, 64, 64),
+    verify_input=(2, 320, 384),  # stride-8 maps of 40x48: every ASPP dilation (up to 36) reaches real pixels
+    tiny_input=(2, 64, 96),
     eval_outputs=("prob",),
     train_outputs=("seg_logit", "aux_logit"),
     tolerance="fp32_prob_dilated",  # measured float32 noise at 320x320, see the profile
-    align_input=(2, 64, 64),
+    align_input=(2, 64, 96),
     # float64 gradients: the image-pooling BatchNorm (1x1 maps, batch 2) amplifies float64 noise
     # ~2e4 times into the stem gradients, measured on torch alone (see the profile's calibration)
     profile_overrides={("float64", "grad"): "fp64_grad_illconditioned"},

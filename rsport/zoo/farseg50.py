@@ -36,14 +36,14 @@ register(ModelSpec(
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
     input_size=(896, 896),
-    verify_input=(2, 256, 256),
-    tiny_input=(2, 64, 64),
+    verify_input=(2, 224, 288),
+    tiny_input=(2, 64, 96),
     eval_outputs=("prob",),
     train_outputs=("logit", "step"),
     tolerance="fp32_prob",
     # deploy/export.py: Paddle Inference's oneDNN legacy program vs the fp32 dynamic model.
     profile_overrides={("float32", "deploy"): "fp32_prob_deploy"},
-    align_input=(2, 128, 128),
+    align_input=(2, 96, 160),
     taps=("en.resnet.conv1", "en.resnet.bn1", "en.resnet.layer1", "en.resnet.layer2", "en.resnet.layer3",
           "en.resnet.layer4", "fpn", "gap", "sr", "decoder", "cls_pred_conv", "upsample4x_op"),
     reference="Z-Zheng/FarSeg@35ba29fc (module/farseg.py @ ef73ecd0, module/loss.py, configs/isaid/farseg50.py), "

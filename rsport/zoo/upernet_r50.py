@@ -20,7 +20,7 @@ register(ModelSpec(
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
     input_size=(896, 896),
-    verify_input=(2, 256, 256),
+    verify_input=(2, 224, 288),
     tiny_input=(2, 224, 192),
     eval_outputs=("prob",),
     train_outputs=("seg_logit", "aux_logit"),

@@ -20,7 +20,7 @@ register(ModelSpec(
     paddle_loss="paddle_impl.models.upernet:UperNetLoss",
     kwargs=dict(num_classes=10, in_channels=2, img_size=256),
     # depth 12 kept so that the out indices (3, 5, 7, 11) and the taps are the same as the full
-    # model's; img_size 48 (3x3 grid) so the 64x64 tiny input (4x4) resamples pos_embed.
+    # model's; img_size 48 (3x3 grid) so the 64x96 tiny input (4x6) resamples pos_embed.
     tiny_kwargs=dict(img_size=48, embed_dim=32, num_heads=2, channels=16, aux_channels=8),
     in_channels=2,
     dataset="sen12ms_s1",
@@ -28,8 +28,8 @@ register(ModelSpec(
     mean=S1_MEAN,
     std=S1_STD,
     input_size=(256, 256),
-    verify_input=(2, 256, 256),
-    tiny_input=(2, 64, 64),
+    verify_input=(2, 224, 288),
+    tiny_input=(2, 64, 96),
     eval_outputs=("prob",),
     train_outputs=("logit", "aux_logit"),
     tolerance="fp32_prob",
@@ -37,8 +37,8 @@ register(ModelSpec(
     # the 40 iterations (mean of the last 5 vs the first 5: -0.6%, 1.0 standard errors, measured);
     # with 0.05 it drops by 16% (9.0 standard errors), so the lite run shows that training works.
     lite=dict(LITE_TRAIN, lr=0.05),
-    # 64x64: a 4x4 token grid, so pos_embed is resampled (16x16 -> 4x4) in every step.
-    align_input=(2, 64, 64),
+    # 64x96: a 4x6 token grid, so pos_embed is resampled (16x16 -> 4x6, unequal axes) in every step.
+    align_input=(2, 64, 96),
     taps=("backbone.patch_embed", "backbone.pos_resize") + _BLOCKS
          + ("backbone.fpn1", "backbone.fpn2", "backbone.fpn3", "backbone.fpn4") + UPERHEAD_TAPS,
     reference="timm VisionTransformer names (ViT-S/16, in_chans 2) as in zhu-xlab/FGMAE@1144e550; BEiT adapter "
