@@ -92,7 +92,7 @@ class Recipe:
         decayed, plain = decay_groups(model, recipe["no_decay_keys"])
         decay_names = {p.name for _, p in decayed}  # FRAMEWORK-DIFF: apply_decay_param_fun sees paddle's generated
         self.scheduler = MmcvPolyLR(recipe["lr"], recipe)  # FRAMEWORK-DIFF: tensor names, not the structured ones
-        self.optimizer = paddle.optimizer.AdamW(  # FRAMEWORK-DIFF: optimizer class
+        self.optimizer = paddle.optimizer.AdamW(  # FRAMEWORK-DIFF: optimizer class (the no-decay group: torch weight_decay 0.0, paddle apply_decay_param_fun)
             learning_rate=self.scheduler, beta1=recipe["betas"][0], beta2=recipe["betas"][1], epsilon=recipe["eps"],  # FRAMEWORK-DIFF: same
             parameters=self.params, weight_decay=recipe["weight_decay"],  # FRAMEWORK-DIFF: same
             apply_decay_param_fun=lambda name: name in decay_names)  # FRAMEWORK-DIFF: same

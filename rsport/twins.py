@@ -1,5 +1,8 @@
 """Keep the twins honest: torch_ref/X.py and paddle_impl/X.py may differ only by sanctioned API
-swaps or on lines marked ``# FRAMEWORK-DIFF: why`` (the idea of transformers' check_copies.py).
+swaps or on lines marked ``# FRAMEWORK-DIFF: why`` (the idea of transformers' check_copies.py),
+and a marker does not switch the check off: the numbers and the numerically meaningful keyword
+values (epsilon, momentum, align_corners, mode, scale, ...) of marked lines must still agree with
+the other side, or the marker must spell the difference.
 
 ``python -m rsport.twins`` checks every pair and prints each unmarked difference.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +33,12 @@ SWAPS: tuple[tuple[str, str], ...] = (
     (r"\.(pth|pdparams)\b", ".WEIGHTS"),
     (r"\b(torch_ref|paddle_impl)\b", "FWPKG"),
     (r"\b(TORCH|PADDLE)\b", "FWSIDE"),
+    (r"\bnn\.init\.zeros_\(([\w.\[\]]+)\)", r"INIT_CONSTANT(0.0)(\1)"),
+    (r"\bnn\.init\.ones_\(([\w.\[\]]+)\)", r"INIT_CONSTANT(1.0)(\1)"),
+    (r"\bnn\.init\.constant_\(([\w.\[\]]+), ([^()]+)\)", r"INIT_CONSTANT(\2)(\1)"),
+    (r"\bnn\.initializer\.Constant\(([^()]+)\)\(([\w.\[\]]+)\)", r"INIT_CONSTANT(\1)(\2)"),
+    (r"\bnn\.init\.normal_\(([\w.\[\]]+), ([^()]+)\)", r"INIT_NORMAL(\2)(\1)"),
+    (r"\bnn\.initializer\.Normal\(([^()]+)\)\(([\w.\[\]]+)\)", r"INIT_NORMAL(\1)(\2)"),
     (r"\b(torch|paddle)_", "FW_"),
     (r"\b(torch|paddle)\b", "FW"),
 )
@@ -50,8 +60,51 @@ def pairs(root: Path = ROOT) -> list[tuple[Path, Path]]:
     return found
 
 
+# Values that change the numbers a layer computes: on a marked line they must still be equal on both
+# sides, or the marker must declare the difference by spelling the value (e.g. "torch 0.1 ==
+# paddle 0.9"). Keyword spellings that the swaps above unify (eps/epsilon, dim/axis) compare as one.
+SENSITIVE = ("eps", "momentum", "align_corners", "align_mode", "mode", "scale", "scale_factor", "ceil_mode",
+             "exclusive", "count_include_pad", "approximate", "padding_mode", "dilation", "stride", "groups",
+             "padding", "kernel_size", "ignore_index", "reduction", "axis", "gamma", "ratio", "negative_slope",
+             "output_size", "size", "shifts", "perm", "weight")
+_STRING = re.compile(r"(?P<q>\"\"\"|'''|\"|')(?:\\.|(?!(?P=q)).)*?(?P=q)")
+# float literals (integers are mostly axes, indices and shapes: structure, not numerics)
+_FLOAT = re.compile(r"(?<![\w.])(?:\d+\.\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+)(?![\w.])")
+_LITERAL = r"(\"[^\"]*\"|'[^']*'|True|False|None|[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?=\s*[,)\]]|\s*$)"
+_KEYWORD = re.compile(r"\b(" + "|".join(SENSITIVE) + r")\s*=\s*" + _LITERAL)
+
+
+def split_comment(line: str) -> tuple[str, str]:
+    """(code, comment) of one source line; a '#' inside a string literal is code."""
+    code = _STRING.sub(lambda m: "_" * len(m.group(0)), line)
+    cut = code.find("#")
+    return (line, "") if cut < 0 else (line[:cut], line[cut:])
+
+
+def sensitive_tokens(code: str) -> list[str]:
+    """Float literals and sensitive ``keyword=literal`` pairs of a code fragment, after the
+    sanctioned swaps (string literals count only as keyword values)."""
+    code = normalize(code)
+    tokens = [f"{k}={v.replace(chr(39), chr(34))}" for k, v in _KEYWORD.findall(code)]
+    rest = _STRING.sub("''", _KEYWORD.sub("", code))
+    return tokens + [repr(float(n)) for n in _FLOAT.findall(rest)]
+
+
+def _declared(token: str, comments: str) -> bool:
+    value = token.partition("=")[2] or token
+    candidates = {token, value}
+    try:
+        number = float(value)
+        candidates |= {repr(number), f"{number:g}", str(int(number)) if number.is_integer() else value}
+    except ValueError:
+        pass
+    return any(re.search(rf"(?<![\w.]){re.escape(c)}(?![\w])", comments) for c in candidates if c)
+
+
 def unmarked_differences(torch_file: Path, paddle_file: Path) -> list[str]:
-    """Non-blank lines that differ after normalisation and carry no FRAMEWORK-DIFF marker."""
+    """Lines that differ after normalisation: each must carry a FRAMEWORK-DIFF marker, and within
+    each differing block the numeric literals and sensitive keyword values must be the same on both
+    sides unless a marker in the block declares the difference (spells the value)."""
     left = torch_file.read_text().splitlines()
     right = paddle_file.read_text().splitlines()
     matcher = difflib.SequenceMatcher(None, [normalize(x) for x in left], [normalize(x) for x in right],
@@ -64,6 +117,18 @@ def unmarked_differences(torch_file: Path, paddle_file: Path) -> list[str]:
                      if MARKER not in left[i] and left[i].strip()]
         problems += [f"{paddle_file.name}:{j + 1} (paddle): {right[j].strip()}" for j in range(j1, j2)
                      if MARKER not in right[j] and right[j].strip()]
+        t_parts = [split_comment(x) for x in left[i1:i2]]
+        p_parts = [split_comment(x) for x in right[j1:j2]]
+        comments = " ".join(c for _, c in t_parts + p_parts)
+        t_tokens = Counter(t for code, _ in t_parts for t in sensitive_tokens(code))
+        p_tokens = Counter(t for code, _ in p_parts for t in sensitive_tokens(code))
+        for side, extra, first, file in (("torch", t_tokens - p_tokens, i1, torch_file),
+                                         ("paddle", p_tokens - t_tokens, j1, paddle_file)):
+            for token in extra:
+                if not _declared(token, comments):
+                    where = f"{file.name}:{first + 1}" + (" (paddle)" if side == "paddle" else "")
+                    problems.append(f"{where}: {token} only on the {side} side and not declared by the marker "
+                                    f"(spell the other side's value in the FRAMEWORK-DIFF note)")
     return problems
 
 

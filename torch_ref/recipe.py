@@ -89,7 +89,7 @@ class Recipe:
     def _adamw(self, model, recipe):
         """AdamW (decoupled decay) on two groups: weight_decay, and 0 for the no-decay names."""
         decayed, plain = decay_groups(model, recipe["no_decay_keys"])
-        self.optimizer = torch.optim.AdamW(  # FRAMEWORK-DIFF: optimizer class
+        self.optimizer = torch.optim.AdamW(  # FRAMEWORK-DIFF: optimizer class (the no-decay group: torch weight_decay 0.0, paddle apply_decay_param_fun)
             [{"params": [p for _, p in decayed], "weight_decay": recipe["weight_decay"]},  # FRAMEWORK-DIFF: same
              {"params": [p for _, p in plain], "weight_decay": 0.0}],  # FRAMEWORK-DIFF: same
             lr=recipe["lr"], betas=tuple(recipe["betas"]), eps=recipe["eps"])  # FRAMEWORK-DIFF: same

@@ -129,7 +129,7 @@ class AnnealingSoftmaxFocalLoss(nn.Layer):
             valid = label != self.ignore_index
             true_class = paddle.where(valid, label, paddle.zeros_like(label))
             modulating = (1 - F.softmax(logit, axis=1)).pow(self.gamma)
-            modulating = paddle.take_along_axis(modulating, true_class.unsqueeze(1), axis=1).squeeze(1)  # FRAMEWORK-DIFF: gather API
+            modulating = paddle.take_along_axis(modulating, true_class.unsqueeze(1), axis=1).squeeze(1)  # FRAMEWORK-DIFF: gather API (torch's dim 1 is paddle's axis=1)
             scales = modulating * (losses.sum() / (losses * modulating).sum())
             t = float(step)
             scale = scales if t > self.max_step else cosine_annealing(1, scales, t, self.max_step)

@@ -27,7 +27,7 @@ class FPN(nn.Layer):
             inner = nn.Conv2D(in_channels, out_channels, kernel_size=1)
             layer = nn.Conv2D(out_channels, out_channels, kernel_size=3, padding=1)
             for conv in (inner, layer):
-                nn.initializer.KaimingUniform(negative_slope=1, nonlinearity="leaky_relu")(conv.weight)  # FRAMEWORK-DIFF: init API
+                nn.initializer.KaimingUniform(negative_slope=1, nonlinearity="leaky_relu")(conv.weight)  # FRAMEWORK-DIFF: init API (torch's a=1 is paddle's negative_slope=1)
                 nn.initializer.Constant(0.0)(conv.bias)  # FRAMEWORK-DIFF: init API
             self.add_sublayer(f"fpn_inner{k}", inner)
             self.add_sublayer(f"fpn_layer{k}", layer)

@@ -69,7 +69,7 @@ class Mlp(nn.Layer):
     def __init__(self, in_features, hidden_features):
         super().__init__()
         self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = nn.GELU(approximate=False)  # FRAMEWORK-DIFF: exact GELU spelled per API
+        self.act = nn.GELU(approximate=False)  # FRAMEWORK-DIFF: exact GELU: torch approximate="none" is paddle approximate=False
         self.fc2 = nn.Linear(hidden_features, in_features)
 
     def forward(self, x):
@@ -140,7 +140,7 @@ class WindowAttention(nn.Layer):
         self.window_size = window_size
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
-        self.relative_position_bias_table = self.create_parameter([(2 * window_size - 1) ** 2, num_heads], default_initializer=nn.initializer.Constant(0.0))  # FRAMEWORK-DIFF: parameter creation
+        self.relative_position_bias_table = self.create_parameter([(2 * window_size - 1) ** 2, num_heads], default_initializer=nn.initializer.Constant(0.0))  # FRAMEWORK-DIFF: parameter creation (torch.zeros is paddle's Constant(0.0))
         self.register_buffer("relative_position_index", paddle.to_tensor(relative_position_index(window_size)))  # FRAMEWORK-DIFF: persistent buffer (the default in both)
         self.qkv = nn.Linear(dim, dim * 3, bias_attr=None if qkv_bias else False)  # FRAMEWORK-DIFF: paddle takes None/False for a bias
         self.proj = nn.Linear(dim, dim)

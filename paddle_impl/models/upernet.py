@@ -183,7 +183,7 @@ def cross_entropy(logit, label, ignore_index, avg_non_ignore):
     """mmseg's ``cross_entropy``: per-pixel CE (0 at ignored pixels), then the mean over ALL
     pixels, ignored ones included (mmseg 0.21). ``avg_non_ignore`` (mmseg >= 0.23) instead divides
     the sum by (non-ignored count + float32 eps), as its ``weight_reduce_loss`` does."""
-    losses = F.cross_entropy(logit, label, ignore_index=ignore_index, reduction="none", axis=1)  # FRAMEWORK-DIFF: class axis (paddle defaults to the last)
+    losses = F.cross_entropy(logit, label, ignore_index=ignore_index, reduction="none", axis=1)  # FRAMEWORK-DIFF: class axis: torch's default dim=1 is paddle's axis=1 (paddle defaults to the last)
     if avg_non_ignore:
         return losses.sum() / ((label != ignore_index).astype(losses.dtype).sum() + FLOAT32_EPS)  # FRAMEWORK-DIFF: dtype cast API
     return losses.mean()

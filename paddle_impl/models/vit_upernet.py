@@ -102,7 +102,7 @@ class Mlp(nn.Module):
     def __init__(self, dim, hidden):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU(approximate=False)  # FRAMEWORK-DIFF: exact GELU spelled per API
+        self.act = nn.GELU(approximate=False)  # FRAMEWORK-DIFF: exact GELU: torch approximate="none" is paddle approximate=False
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x):
@@ -142,15 +142,15 @@ class VisionTransformer(nn.Module):
         self.patch_size = patch_size
         self.out_indices = tuple(out_indices)
         grid = (img_size // patch_size, img_size // patch_size)
-        self.cls_token = self.create_parameter([1, 1, embed_dim], default_initializer=nn.initializer.Constant(0.0))  # FRAMEWORK-DIFF: parameter creation
-        self.pos_embed = self.create_parameter([1, 1 + grid[0] * grid[1], embed_dim], default_initializer=nn.initializer.Constant(0.0))  # FRAMEWORK-DIFF: parameter creation
+        self.cls_token = self.create_parameter([1, 1, embed_dim], default_initializer=nn.initializer.Constant(0.0))  # FRAMEWORK-DIFF: parameter creation (torch.zeros is paddle's Constant(0.0))
+        self.pos_embed = self.create_parameter([1, 1 + grid[0] * grid[1], embed_dim], default_initializer=nn.initializer.Constant(0.0))  # FRAMEWORK-DIFF: parameter creation (torch.zeros is paddle's Constant(0.0))
         self.patch_embed = PatchEmbed(patch_size, in_channels, embed_dim)
         self.pos_resize = PosEmbedResize(grid, mode=interpolate_mode, align_corners=False)
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias) for _ in range(depth)])
         self.fpn1 = nn.Sequential(
             nn.Conv2DTranspose(embed_dim, embed_dim, kernel_size=2, stride=2, padding=0),  # FRAMEWORK-DIFF: layer class
             norm_layer(embed_dim),
-            nn.GELU(approximate=False),  # FRAMEWORK-DIFF: exact GELU spelled per API
+            nn.GELU(approximate=False),  # FRAMEWORK-DIFF: exact GELU: torch approximate="none" is paddle approximate=False
             nn.Conv2DTranspose(embed_dim, embed_dim, kernel_size=2, stride=2, padding=0),  # FRAMEWORK-DIFF: layer class
         )
         self.fpn2 = nn.Sequential(nn.Conv2DTranspose(embed_dim, embed_dim, kernel_size=2, stride=2, padding=0))  # FRAMEWORK-DIFF: layer class

@@ -41,10 +41,11 @@ def run_pairs(make_pair: Callable[[str], Pair], names, steps=STEPS, dtypes=DTYPE
             raise
         except Exception as err:  # noqa: BLE001 - a model that cannot be built fails every step, reported
             message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+            site, location = crash_site(err)
             for dtype in dtypes:
                 for step in steps:
-                    report.add(name, dtype, variant, StepResult(step, False, first_divergence=crash_site(err),
-                                                                error=f"building the pair failed: {message}"))
+                    report.add(name, dtype, variant, StepResult(step, False, first_divergence=site, details={
+                        "location": location}, error=f"building the pair failed: {message}"))
             done += len(steps) * len(dtypes)
             continue
         for dtype in dtypes:

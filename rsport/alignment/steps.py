@@ -322,14 +322,19 @@ assert tuple(RUNNERS) == STEPS
 
 
 def run_step(ctx, step: str) -> StepResult:
-    """Run one step; a crashing twin is a failed step (reported with where it crashed), never an
-    exception. Writes the step's diff log."""
+    """Run one step; a crashing twin is a failed step (reported with where it crashed, and a
+    likely cause when the error shows one), never an exception. Writes the step's diff log."""
     start = time.perf_counter()
     try:
         result = RUNNERS[step](ctx)
     except Exception as err:  # noqa: BLE001 - a crashing twin is a failed step, reported, not a crash
         message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
-        result = StepResult(step, False, first_divergence=crash_site(err), error=message)
+        site, location = crash_site(err, model_files(ctx.pair))
+        details = {"location": location}
+        cause = causes.crash_cause(str(err))
+        if cause:
+            details["cause"] = cause
+        result = StepResult(step, False, first_divergence=site, error=message, details=details)
     result.seconds = time.perf_counter() - start
     ctx.write_diff_log(result)
     return result
@@ -338,14 +343,32 @@ def run_step(ctx, step: str) -> StepResult:
 CORE = Path(__file__).resolve().parents[1]  # rsport/: frames inside it are the harness, not the model
 
 
-def crash_site(err: Exception) -> str:
-    """The innermost traceback frame outside the harness and the frameworks: where the model's
-    own code (or a helper it called) failed."""
+def model_files(pair) -> set[Path]:
+    """The files that define the pair's two model classes."""
+    import inspect
+
+    files = set()
+    for model in pair.models():
+        try:
+            files.add(Path(inspect.getsourcefile(type(model))).resolve())
+        except (TypeError, OSError):
+            continue
+    return files
+
+
+def crash_site(err: Exception, files=()) -> tuple[str, str]:
+    """(where, traceback path): the innermost frame in a model's own file (``files``) when the
+    crash happened in code it called (a shared helper: the call site is named, the helper's frame
+    follows), else the innermost frame outside the harness and the installed packages."""
     frames = traceback.extract_tb(err.__traceback__)
     outside = [f for f in frames if not Path(f.filename).resolve().is_relative_to(CORE)
                and "site-packages" not in f.filename and "dist-packages" not in f.filename]
-    where = (outside or frames)[-1]
-    return f"{_short(where.filename)}:{where.lineno} ({where.name})"
+    innermost = (outside or frames)[-1]
+    own = [f for f in outside if Path(f.filename).resolve() in files]
+    site = own[-1] if own else innermost
+    where = f"{_short(site.filename)}:{site.lineno} ({site.name})"
+    path = where if site is innermost else f"{where} -> {_short(innermost.filename)}:{innermost.lineno} ({innermost.name})"
+    return where, path
 
 
 def _short(filename: str) -> str:

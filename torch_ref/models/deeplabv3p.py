@@ -206,7 +206,7 @@ class CrossEntropyLoss(nn.Module):
         self.avg_non_ignore = avg_non_ignore
 
     def forward(self, logit, label):
-        losses = F.cross_entropy(logit, label, ignore_index=self.ignore_index, reduction="none")  # FRAMEWORK-DIFF: class axis
+        losses = F.cross_entropy(logit, label, ignore_index=self.ignore_index, reduction="none")  # FRAMEWORK-DIFF: class axis: torch's default dim=1 is paddle's axis=1
         if self.avg_non_ignore:
             count = (label != self.ignore_index).sum().to(losses.dtype)  # FRAMEWORK-DIFF: dtype cast API
             return self.loss_weight * (losses.sum() / (count + EPS_FLOAT32))

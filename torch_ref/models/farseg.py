@@ -128,7 +128,7 @@ class AnnealingSoftmaxFocalLoss(nn.Module):
             valid = label != self.ignore_index
             true_class = torch.where(valid, label, torch.zeros_like(label))
             modulating = (1 - F.softmax(logit, dim=1)).pow(self.gamma)
-            modulating = torch.gather(modulating, 1, true_class.unsqueeze(1)).squeeze(1)  # FRAMEWORK-DIFF: gather API
+            modulating = torch.gather(modulating, 1, true_class.unsqueeze(1)).squeeze(1)  # FRAMEWORK-DIFF: gather API (torch's dim 1 is paddle's axis=1)
             scales = modulating * (losses.sum() / (losses * modulating).sum())
             t = float(step)
             scale = scales if t > self.max_step else cosine_annealing(1, scales, t, self.max_step)

@@ -26,7 +26,7 @@ class FPN(nn.Module):
             inner = nn.Conv2d(in_channels, out_channels, kernel_size=1)
             layer = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
             for conv in (inner, layer):
-                nn.init.kaiming_uniform_(conv.weight, a=1)  # FRAMEWORK-DIFF: init API
+                nn.init.kaiming_uniform_(conv.weight, a=1)  # FRAMEWORK-DIFF: init API (torch's a=1 is paddle's negative_slope=1)
                 nn.init.zeros_(conv.bias)  # FRAMEWORK-DIFF: init API
             self.add_module(f"fpn_inner{k}", inner)
             self.add_module(f"fpn_layer{k}", layer)

@@ -68,7 +68,7 @@ class Mlp(nn.Module):
     def __init__(self, in_features, hidden_features):
         super().__init__()
         self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = nn.GELU(approximate="none")  # FRAMEWORK-DIFF: exact GELU spelled per API
+        self.act = nn.GELU(approximate="none")  # FRAMEWORK-DIFF: exact GELU: torch approximate="none" is paddle approximate=False
         self.fc2 = nn.Linear(hidden_features, in_features)
 
     def forward(self, x):
@@ -139,7 +139,7 @@ class WindowAttention(nn.Module):
         self.window_size = window_size
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))  # FRAMEWORK-DIFF: parameter creation
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))  # FRAMEWORK-DIFF: parameter creation (torch.zeros is paddle's Constant(0.0))
         self.register_buffer("relative_position_index", torch.from_numpy(relative_position_index(window_size)))  # FRAMEWORK-DIFF: persistent buffer (the default in both)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)  # FRAMEWORK-DIFF: paddle takes None/False for a bias
         self.proj = nn.Linear(dim, dim)

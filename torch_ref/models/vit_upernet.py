@@ -101,7 +101,7 @@ class Mlp(nn.Module):
     def __init__(self, dim, hidden):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU(approximate="none")  # FRAMEWORK-DIFF: exact GELU spelled per API
+        self.act = nn.GELU(approximate="none")  # FRAMEWORK-DIFF: exact GELU: torch approximate="none" is paddle approximate=False
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x):
@@ -141,15 +141,15 @@ class VisionTransformer(nn.Module):
         self.patch_size = patch_size
         self.out_indices = tuple(out_indices)
         grid = (img_size // patch_size, img_size // patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))  # FRAMEWORK-DIFF: parameter creation
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid[0] * grid[1], embed_dim))  # FRAMEWORK-DIFF: parameter creation
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))  # FRAMEWORK-DIFF: parameter creation (torch.zeros is paddle's Constant(0.0))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid[0] * grid[1], embed_dim))  # FRAMEWORK-DIFF: parameter creation (torch.zeros is paddle's Constant(0.0))
         self.patch_embed = PatchEmbed(patch_size, in_channels, embed_dim)
         self.pos_resize = PosEmbedResize(grid, mode=interpolate_mode, align_corners=False)
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias) for _ in range(depth)])
         self.fpn1 = nn.Sequential(
             nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2, padding=0),  # FRAMEWORK-DIFF: layer class
             norm_layer(embed_dim),
-            nn.GELU(approximate="none"),  # FRAMEWORK-DIFF: exact GELU spelled per API
+            nn.GELU(approximate="none"),  # FRAMEWORK-DIFF: exact GELU: torch approximate="none" is paddle approximate=False
             nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2, padding=0),  # FRAMEWORK-DIFF: layer class
         )
         self.fpn2 = nn.Sequential(nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2, padding=0))  # FRAMEWORK-DIFF: layer class
