@@ -261,6 +261,18 @@ def set_own_tensor(module, leaf: str, value: np.ndarray) -> None:
     getattr(module, leaf).set_value(np.asarray(value, order="C"))  # FRAMEWORK-DIFF: in-place set
 
 
+def value_and_grads(fn, arrays: list):
+    """``fn(*tensors)`` (a scalar, e.g. a loss on fixed model outputs) and its gradient with respect
+    to each floating input (None for the others), as numpy."""
+    tensors = [as_tensor(a) for a in arrays]
+    for t in tensors:
+        if t.is_floating_point():
+            t.stop_gradient = False  # FRAMEWORK-DIFF: trainable flag
+    out = fn(*tensors)
+    out.backward()
+    return numpy_of(out), [numpy_of(t.grad) if t.is_floating_point() and t.grad is not None else None for t in tensors]
+
+
 def is_stochastic(layer) -> bool:
     """Dropout layers, and layers whose class sets ``is_dropout = True`` or is named DropPath
     (stochastic depth)."""

@@ -54,6 +54,9 @@ class ModelSpec:
         dataset: the data layout the model trains and evaluates on (``rsport.data``):
             ``isaid`` (RGB scenes + color-map masks) or ``sen12ms_s1`` (Sentinel-1 VV/VH GeoTIFFs
             + DFC2020 / SEN12MS land-cover labels).
+        align_state: values the alignment's starting state sets (``{torch name: value}``), so that
+            state-dependent code runs where it matters, e.g. FarSeg's annealing step counter
+            mid-schedule, where the focal term of its loss is active.
         lite: the CI-sized training run used by tests and TIPC lite modes (variant, crop,
             iterations, batch size, and optionally ``lr`` where the recipe's learning rate
             does not move a tiny model within those iterations), on the embedded sample data.
@@ -89,6 +92,7 @@ class ModelSpec:
     paddle_namings: dict[str, Naming] = field(default_factory=dict)
     ignore: tuple[str, ...] = ()
     torch_namings: dict[str, Naming] = field(default_factory=dict)
+    align_state: dict = field(default_factory=dict)
 
     def __post_init__(self):
         problems = self.problems()

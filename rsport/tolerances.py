@@ -67,6 +67,18 @@ _add(Tolerance(
                 "agrees to 1e-12. This profile only catches gross errors (missing, transposed, sign, "
                 "scaled gradients); float64 is where gradients are proven."))
 _add(Tolerance(
+    "fp32_loss_grad", atol=1e-12, rtol=1e-4,
+    calibration="float32 gradient of the loss with respect to each model output (d loss / d logits), "
+                "relative to its scale (its elements are ~1/pixels, far below any absolute bound). Measured "
+                "on the clean twins (align/run_all.py, tiny, both sizes): at most 9.5e-6 of scale "
+                "(deeplabv3p_r50), 2e-6 for the others. A loss mistake that leaves the loss value unchanged "
+                "(FarSeg's focal gamma: its normalised weights keep the value) moves it by ~1e-2 of scale."))
+_add(Tolerance(
+    "fp64_rel", atol=1e-16, rtol=1e-10,
+    calibration="float64 values whose scale is far below 1 (d loss / d logits ~ 1/pixels), judged relative "
+                "to their scale: the absolute fp64 bound (1e-10) would pass any error there. Measured on the "
+                "clean twins: at most 6e-14 of scale."))
+_add(Tolerance(
     "fp32_param", atol=1e-6, rtol=1e-5,
     calibration="float32 parameters after k optimizer steps on identical gradients (no model in the "
                 "loop). Measured 3.6e-7 absolute."))

@@ -83,6 +83,7 @@ def test_bn_epsilon_changed_in_one_layer(tmp_path):
 
     result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "fg_decoder.blocks.0.0.1"
+    assert result.details["cause"].startswith("epsilon: 0.001 on the paddle side where torch's 1e-05")
 
 
 def test_align_corners_flipped_in_one_decoder(tmp_path):
@@ -91,6 +92,7 @@ def test_align_corners_flipped_in_one_decoder(tmp_path):
 
     result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "fg_decoder.blocks.1.0.3"
+    assert result.details["cause"].startswith("align_corners=False on the paddle side, True in torch")
 
 
 def test_forgotten_bn_buffer(tmp_path):
@@ -102,6 +104,7 @@ def test_forgotten_bn_buffer(tmp_path):
 
     result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "resencoder.resnet.bn1"
+    assert result.details["cause"].startswith("BatchNorm running statistics not loaded")
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -121,6 +124,7 @@ def test_bn_momentum_not_reversed(tmp_path, name):
     assert steps.forward(ctx).passed and steps.loss(ctx).passed
     result = steps.train(ctx)
     assert not result.passed and result.first_divergence == f"{first_bn}._mean"
+    assert result.details["cause"].startswith("BatchNorm momentum (paddle = 1 - torch): 0.1 on the paddle side")
 
 
 def test_per_tensor_instead_of_global_grad_clip(tmp_path, monkeypatch):

@@ -22,9 +22,9 @@ def context(tmp_path, mutate=None, spec=None, dtype="float64"):
 
 def test_clean_tiny_twins_pass_forward_loss_backward(tmp_path):
     ctx = context(tmp_path)
-    for step in (forward, loss, backward):
-        result = step.run(ctx)
-        assert result.passed and result.max_abs <= 1e-10, (step.STEP, result.first_divergence)
+    for step in (steps.forward, steps.loss, steps.backward):
+        result = step(ctx)
+        assert result.passed and result.max_abs <= 1e-10, (result.step, result.first_divergence)
 
 
 def test_missing_linear_transpose_is_caught_by_the_converter_where_shapes_differ(monkeypatch):
@@ -49,6 +49,7 @@ def test_missing_linear_transpose_of_a_square_linear(tmp_path):
 
     result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "backbone.blocks.3.attn.proj"
+    assert result.details["cause"].startswith("Linear weight loaded without the transpose")
 
 
 def test_layernorm_epsilon_default_instead_of_1e_6(tmp_path):
@@ -57,6 +58,7 @@ def test_layernorm_epsilon_default_instead_of_1e_6(tmp_path):
 
     result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "backbone.blocks.5.norm2"
+    assert result.details["cause"].startswith("epsilon: 1e-05 on the paddle side where torch's 1e-06")
 
 
 def test_gelu_tanh_approximation_instead_of_exact(tmp_path):
@@ -65,6 +67,7 @@ def test_gelu_tanh_approximation_instead_of_exact(tmp_path):
 
     result = steps.forward(context(tmp_path, bug))
     assert not result.passed and result.first_divergence == "backbone.blocks.7.mlp.act"
+    assert result.details["cause"].startswith("GELU approximation: True on the paddle side")
 
 
 def test_gelu_tanh_in_the_adapter(tmp_path):

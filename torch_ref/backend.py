@@ -253,6 +253,18 @@ def set_own_tensor(module, leaf: str, value: np.ndarray) -> None:
         getattr(module, leaf).copy_(torch.from_numpy(np.asarray(value, order="C")))  # FRAMEWORK-DIFF: same
 
 
+def value_and_grads(fn, arrays: list):
+    """``fn(*tensors)`` (a scalar, e.g. a loss on fixed model outputs) and its gradient with respect
+    to each floating input (None for the others), as numpy."""
+    tensors = [as_tensor(a) for a in arrays]
+    for t in tensors:
+        if t.is_floating_point():
+            t.requires_grad_(True)  # FRAMEWORK-DIFF: trainable flag
+    out = fn(*tensors)
+    out.backward()
+    return numpy_of(out), [numpy_of(t.grad) if t.is_floating_point() and t.grad is not None else None for t in tensors]
+
+
 def is_stochastic(layer) -> bool:
     """Dropout layers, and layers whose class sets ``is_dropout = True`` or is named DropPath
     (stochastic depth)."""

@@ -179,7 +179,7 @@ class VisionTransformer(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i in self.out_indices:
-                features.append(x[:, 1:].transpose([0, 2, 1]).reshape([batch, x.shape[2], grid[0], grid[1]]))  # FRAMEWORK-DIFF: reshape/transpose API
+                features.append(x[:, 1:].transpose([0, 2, 1]).reshape([batch, x.shape[2], grid[0], grid[1]]).contiguous())  # FRAMEWORK-DIFF: reshape/transpose API; contiguous as BEiT's backbone
         ops = [self.fpn1, self.fpn2, self.fpn3, self.fpn4]
         return [op(feature) for op, feature in zip(ops, features)]
 

@@ -173,6 +173,12 @@ def module_cause(ctx, tmodel, pmodel, where, tol) -> dict:
         tested.append(hypothesis.label.split(":")[0])
         if fixed:
             return {"cause": f"{hypothesis.label}: max_abs {before:.1e} -> {after:.1e}", "tested": tested}
+    from rsport.alignment.localize import kind_of
+
+    if kind_of(type(tm).__name__) != kind_of(type(pm).__name__):
+        tested.append("layer class")
+        return {"cause": f"a different layer: paddle {type(pm).__name__} where torch has {type(tm).__name__} (e.g. a "
+                         f"fixed-kernel pooling for an adaptive one): max_abs {before:.1e}", "tested": tested}
     for label, transform in (("an activation missing on the paddle side (ReLU)", lambda a: np.maximum(a, 0)),
                              ("height and width swapped", lambda a: np.swapaxes(a, -1, -2))):
         actual = [(k, transform(v)) for k, v in ctx.pb.call(pm, inputs)]
@@ -197,33 +203,42 @@ def crash_cause(message: str) -> str | None:
     shapes = [tuple(int(v) for v in (a or b).split(",")) for a, b in SHAPES.findall(message)]
     for i, s in enumerate(shapes):
         for t in shapes[i + 1:]:
-            if len(s) == len(t) and s != t and s[:-2] == t[:-2] and s[-2:] == t[-2:][::-1]:
+            if len(s) == len(t) >= 3 and s[0] == t[0] and s[-2:] != t[-2:] and s[-2:] == t[-2:][::-1]:
                 return f"height and width swapped: shapes {list(s)} and {list(t)} in the error"
     return None
 
 
-def loss_cause(ctx, torch_loss, paddle_loss, invoke, tol) -> dict:
-    """Attributes of the two loss objects that differ, each tested by ``invoke(adapter, loss)``
-    (the loss value on the same model outputs)."""
+def loss_cause(ctx, torch_loss, paddle_loss, invoke, outputs, tol) -> dict:
+    """Attributes of the two loss objects that differ, each tested on the same model outputs:
+    the loss value and its gradient with respect to each output (``invoke(adapter, loss,
+    tensors)`` computes the loss)."""
     hypotheses = attribute_hypotheses(torch_loss, paddle_loss)
     if not hypotheses:
         return {"cause": None, "tested": ["loss attributes (none differ)"]}
 
-    def value(fw, loss):
-        return np.asarray(fw.numpy_of(invoke(fw, loss)), dtype=np.float64)
+    def evaluate(fw, loss):
+        value, grads = fw.value_and_grads(lambda *t: invoke(fw, loss, list(t)), outputs)
+        return [np.asarray(value, dtype=np.float64)] + [np.asarray(g, dtype=np.float64) for g in grads if g is not None]
 
-    expected = value(ctx.tb, torch_loss)
-    before = float(np.abs(value(ctx.pb, paddle_loss) - expected).max())
+    def error(found):
+        return max(float(np.abs(f - e).max()) for f, e in zip(found, expected))
+
+    def fits(found):
+        return all(float(np.abs(f - e).max()) <= tol.bound(float(np.abs(e).max())) for f, e in zip(found, expected))
+
+    expected = evaluate(ctx.tb, torch_loss)
+    before = error(evaluate(ctx.pb, paddle_loss))
     tested = []
     for hypothesis in hypotheses:
         undo = hypothesis.apply()
         try:
-            after = float(np.abs(value(ctx.pb, paddle_loss) - expected).max())
+            found = evaluate(ctx.pb, paddle_loss)
         finally:
             undo()
         tested.append(hypothesis.label.split(":")[0])
-        if after <= tol.bound(float(np.abs(expected).max())):
-            return {"cause": f"loss {hypothesis.label}: loss off by {before:.1e} -> {after:.1e}", "tested": tested}
+        if fits(found):
+            return {"cause": f"loss {hypothesis.label}: loss and d loss/d output off by {before:.1e} -> "
+                             f"{error(found):.1e}", "tested": tested}
     return {"cause": None, "tested": tested}
 
 

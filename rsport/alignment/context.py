@@ -41,10 +41,10 @@ REPROD_LOG_NOTE = ("note: verdicts are rsport's (max-abs against the named profi
 # in float32 the training dynamics amplify noise past any meaningful bound.
 KIND_PROFILES = {
     "float32": {"output": None, "tap": "fp32_logit", "train_output": "fp32_train_logit", "loss": "fp32_loss",
-                "grad": "fp32_grad", "param": "fp32_param", "curve": "fp32_curve", "state": None,
+                "grad": "fp32_grad", "loss_grad": "fp32_loss_grad", "param": "fp32_param", "curve": "fp32_curve", "state": None,
                 "exact": "exact", "metric": "metric"},
     "float64": {"output": "fp64", "tap": "fp64", "train_output": "fp64", "loss": "fp64", "grad": "fp64",
-                "param": "fp64", "curve": "fp64", "state": "fp64_state", "exact": "exact",
+                "loss_grad": "fp64_rel", "param": "fp64", "curve": "fp64", "state": "fp64_state", "exact": "exact",
                 "metric": "metric"},
 }
 

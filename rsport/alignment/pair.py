@@ -204,6 +204,10 @@ def from_spec(spec: ModelSpec, variant: str = "default", torch_ckpt=None, mutate
         torch_state = load_for(spec, tmodel, TORCH, torch_ckpt)
     else:
         torch_state = reference_arrays(spec, variant, TORCH, tmodel)
+    for name, value in spec.align_state.items():
+        if name not in torch_state:
+            raise PairError(f"{spec.name}: align_state names {name!r}, which the torch model does not have")
+        torch_state[name] = np.full_like(torch_state[name], value)
     tb.load_state(tmodel, torch_state)
     torch_state = tb.state_arrays(tmodel)
     paddle_schema = pb.schema(pmodel)

@@ -200,7 +200,7 @@ def loss(ctx) -> StepResult:
         out_rows = compare_all(p_out, t_out, ctx.profile("train_output"))
         loss_rows = [compare("loss", np.asarray(p_loss), np.asarray(t_loss), ctx.profile("loss"))]
         loss_rows += compare_all({f"d loss/d {k}": v for k, v in p_dout.items()},
-                                 {f"d loss/d {k}": v for k, v in t_dout.items()}, ctx.profile("train_output"))
+                                 {f"d loss/d {k}": v for k, v in t_dout.items()}, ctx.profile("loss_grad"))
         for row in out_rows + loss_rows:
             row.name += tag
         rows += out_rows + loss_rows
@@ -223,17 +223,16 @@ def _loss_cause(ctx, found) -> dict:
     if pair.loss_fns is not None:
         t_loss, p_loss = pair.loss_fns
 
-        def invoke(fw, loss):  # fn(output, label): the output as the model returned it
-            tensors = [fw.as_tensor(o) for o in outputs]
+        def invoke(fw, loss, tensors):  # fn(output, label): the output as the model returned it
             return loss(tensors[0] if len(tensors) == 1 else tuple(tensors), fw.as_tensor(found["label"]))
     elif pair.spec is not None and pair.spec.has_loss():
         t_loss, p_loss = ctx.tb.build_loss(pair.spec), ctx.pb.build_loss(pair.spec)
 
-        def invoke(fw, loss):  # a registered loss: loss(*outputs, label)
-            return loss(*[fw.as_tensor(o) for o in outputs], fw.as_tensor(found["label"]))
+        def invoke(fw, loss, tensors):  # a registered loss: loss(*outputs, label)
+            return loss(*tensors, fw.as_tensor(found["label"]))
     else:
         return {"cause": "the probe loss differs although the outputs agree: check the outputs' layout"}
-    return _cause(causes.loss_cause(ctx, t_loss, p_loss, invoke, ctx.profile("loss")))
+    return _cause(causes.loss_cause(ctx, t_loss, p_loss, invoke, outputs, ctx.profile("loss_grad")))
 
 
 def backward(ctx) -> StepResult:
@@ -312,8 +311,13 @@ def train(ctx) -> StepResult:
     curve = f"loss_i diff {rows[0].max_abs:.1e}"
     if ctx.profile("state") is not None:  # float64 only: see context.KIND_PROFILES
         rows += compare_all(p_state, ctx.to_paddle_names(t_state), ctx.profile("state"))
-    return StepResult.from_rows("train", rows, first_divergence=first_in_order(rows, ["loss_i", "lr_i", *order]),
-                                note=f"{curve}; loss " + " ".join(f"{v:.5f}" for v in t_loss))
+    first = first_in_order(rows, ["loss_i", "lr_i", *order])
+    details = {}
+    if first is not None and first not in ("loss_i", "lr_i"):
+        tmodel, pmodel = ctx.models()
+        details = _cause(causes.state_cause(ctx, tmodel, pmodel, first, ctx.profile("state")))
+    return StepResult.from_rows("train", rows, first_divergence=first,
+                                note=f"{curve}; loss " + " ".join(f"{v:.5f}" for v in t_loss), **details)
 
 
 RUNNERS = {"data": data, "forward": forward, "metric": metric, "loss": loss, "backward": backward,

@@ -49,4 +49,7 @@ register(ModelSpec(
     reference="Z-Zheng/FarSeg@35ba29fc (module/farseg.py @ ef73ecd0, module/loss.py, configs/isaid/farseg50.py), "
               "Zheng et al., FarSeg, CVPR 2020",
     paddle_namings={"paddlers": PADDLERS},
+    # The loss anneals from cross-entropy to focal weights over 10k steps, counted by buffer_step: at
+    # step 0 the focal term (its gamma) has no effect. The alignment starts mid-schedule so it does.
+    align_state={"buffer_step": 5000.0},
 ))
