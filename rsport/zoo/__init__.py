@@ -8,7 +8,7 @@ import importlib
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
-ORDER = ("factseg50", "farseg50", "upernet_r50", "deeplabv3p_r50", "vit_s16_upernet")
+ORDER = ("factseg50", "farseg50", "upernet_r50", "deeplabv3p_r50", "vit_s16_upernet", "hrnet48_ocr")
 
 for _name in ORDER:
     importlib.import_module(f"rsport.zoo.{_name}")
