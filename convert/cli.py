@@ -42,10 +42,10 @@ def parse(source_side: str, argv) -> argparse.Namespace:
                             help="seed of the embedded reference when no --src is given (default: 2333)")
         parser.add_argument("--allow-pickle", action="store_true",
                             help="let torch unpickle arbitrary objects (only for files you trust)")
-    else:
-        parser.add_argument("--naming", default="auto",
-                            help="paddle-side naming of the source: auto, native, or a spec's alternative "
-                                 "such as 'paddlers' (default: %(default)s, detection is reported)")
+    parser.add_argument("--naming", default="auto",
+                        help=f"{source_side}-side naming of the source: auto, native, or a spec's alternative "
+                             f"such as '{'openseg' if source_side == TORCH else 'paddlers'}' "
+                             f"(default: %(default)s, detection is reported)")
     return parser.parse_args(argv)
 
 
@@ -65,15 +65,15 @@ def main(source_side: str, argv=None) -> int:
     status = 0
     for spec in specs:
         try:
-            if source_side == PADDLE and args.naming not in ("auto", "native", *spec.paddle_namings):
+            if args.naming not in ("auto", "native", *spec.namings(source_side)):
                 raise core.ConversionError(f"unknown naming {args.naming!r} for {spec.name}; known: "
-                                           + ", ".join(["auto", "native", *spec.paddle_namings]))
+                                           + ", ".join(["auto", "native", *spec.namings(source_side)]))
             src, note = args.src, None
             if src is None:
                 src, note = core.write_reference(spec, args.variant, args.seed)
             dst = args.dst or core.default_path(spec, args.variant, core.other(source_side))
             result = core.convert(spec, source_side, src, dst, args.variant,
-                                  naming=getattr(args, "naming", "native"),
+                                  naming=args.naming,
                                   allow_pickle=getattr(args, "allow_pickle", False), source_note=note)
         except core.ConversionError as err:
             print(f"error: {err}", file=sys.stderr)

@@ -69,11 +69,11 @@ def read_source(path: Path, side: str, allow_pickle: bool = False) -> tuple[dict
     return fw.to_numpy(state), notes
 
 
-def detect_naming(spec: ModelSpec, keys, naming: str) -> tuple[str, str | None]:
-    """Pick the paddle-side naming of a source; reported, never silent."""
+def detect_naming(spec: ModelSpec, keys, naming: str, side: str = PADDLE) -> tuple[str, str | None]:
+    """Pick the naming of a ``side`` source among the spec's namings for that side; reported, never silent."""
     if naming != "auto":
         return naming, None
-    for name, table in spec.paddle_namings.items():
+    for name, table in spec.namings(side).items():
         hits = sum(any(m in k for m in table.markers) for k in keys)
         if hits:
             return name, f"detected {name} naming ({hits} keys contain {' or '.join(table.markers)})"
@@ -122,12 +122,11 @@ def convert(spec: ModelSpec, source_side: str, src: Path, dst: Path, variant: st
     arrays, notes = read_source(src, source_side, allow_pickle)
     if source_note:
         notes.insert(0, source_note)
-    paddle_keys = arrays if source_side == PADDLE else ()
-    naming, naming_note = detect_naming(spec, paddle_keys, naming)
+    naming, naming_note = detect_naming(spec, arrays, naming, source_side)
     if naming_note:
         notes.append(naming_note)
     if naming != "native":
-        arrays, naming_notes = apply_naming(arrays, spec.paddle_namings[naming])
+        arrays, naming_notes = apply_naming(arrays, spec.namings(source_side)[naming])
         notes.extend(naming_notes)
     plan, target, rules = plan_for(spec, arrays, source_side, backend(target_side).build(spec, variant))
     if not plan.ok:

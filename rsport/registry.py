@@ -29,6 +29,8 @@ class ModelSpec:
         rules: model-specific rename rules, tried before ``COMMON_RULES``.
         paddle_namings: other implementations' paddle namings accepted as conversion sources
             (name -> Naming, mapped onto ours first), e.g. PaddleRS's published weights.
+        torch_namings: the same for torch-side sources (name -> Naming whose templates are torch
+            names), e.g. another repository's module tree or a training wrapper's prefix.
         ignore: anchored regexes of source keys that may be skipped (reported when used).
         tolerance: the fp32 profile of the eval outputs.
         reference: provenance of the torch reference (repository, commit, license, paper).
@@ -75,11 +77,16 @@ class ModelSpec:
     lite: dict = field(default_factory=lambda: dict(LITE_TRAIN))
     rules: tuple[Rule, ...] = ()
     paddle_namings: dict[str, Naming] = field(default_factory=dict)
+    torch_namings: dict[str, Naming] = field(default_factory=dict)
     ignore: tuple[str, ...] = ()
 
     def __post_init__(self):
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise ValueError(f"{self.name}: mean/std need {self.in_channels} values")
+
+    def namings(self, side: str) -> dict[str, Naming]:
+        """Foreign namings accepted for a ``side`` ('torch' or 'paddle') source."""
+        return self.torch_namings if side == "torch" else self.paddle_namings
 
     def all_rules(self) -> tuple[Rule, ...]:
         return tuple(self.rules) + COMMON_RULES
