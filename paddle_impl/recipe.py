@@ -12,9 +12,12 @@ import paddle
 from paddle_impl.ops import clip_grad_norm_  # FRAMEWORK-DIFF: torch's clipping formula
 
 
-def poly_factor(iteration, max_iters, power):
-    """Poly decay: (1 - it / max_iters) ** power, reaching 0 at max_iters."""
-    return (1 - iteration / max_iters) ** power
+def poly_factor(iteration, max_iters, power, delay=0):
+    """Poly decay: (1 - it / max_iters) ** power, reaching 0 at max_iters. ``delay`` shifts the
+    schedule by that many steps (the first ``delay + 1`` steps use the base LR): with delay 1, step t
+    uses it = t - 1, as where the LR is set AFTER each optimizer step from the index of the step
+    just taken (HRNet-Semantic-Segmentation's ``adjust_learning_rate``)."""
+    return (1 - max(iteration - delay, 0) / max_iters) ** power
 
 
 class Recipe:
@@ -22,14 +25,15 @@ class Recipe:
 
     Args:
         model: the network.
-        recipe: the spec's recipe (lr, momentum, weight_decay, clip_norm, power, max_iters).
+        recipe: the spec's recipe (lr, momentum, weight_decay, clip_norm, power, max_iters; optional
+            poly_delay, default 0). ``clip_norm`` None: no gradient clipping.
     """
 
     def __init__(self, model, recipe):
         self.params = [p for p in model.parameters() if not p.stop_gradient]  # FRAMEWORK-DIFF: trainable flag
         self.clip_norm = recipe["clip_norm"]
         self.scheduler = paddle.optimizer.lr.LambdaDecay(  # FRAMEWORK-DIFF: scheduler class
-            recipe["lr"], lambda it: poly_factor(it, recipe["max_iters"], recipe["power"]))  # FRAMEWORK-DIFF: same
+            recipe["lr"], lambda it: poly_factor(it, recipe["max_iters"], recipe["power"], recipe.get("poly_delay", 0)))  # FRAMEWORK-DIFF: same
         self.optimizer = paddle.optimizer.Momentum(  # FRAMEWORK-DIFF: optimizer class
             learning_rate=self.scheduler, momentum=float(np.float32(recipe["momentum"])), parameters=self.params,  # FRAMEWORK-DIFF: same
             weight_decay=paddle.regularizer.L2Decay(float(np.float32(recipe["weight_decay"]))))  # FRAMEWORK-DIFF: same
@@ -42,7 +46,8 @@ class Recipe:
         self.optimizer.clear_grad()  # FRAMEWORK-DIFF: optimizer API
 
     def step(self):
-        """Clip by the global norm, update, advance the schedule."""
-        clip_grad_norm_(self.params, self.clip_norm)  # FRAMEWORK-DIFF: paddle_impl/ops.py
+        """Clip by the global norm (unless clip_norm is None), update, advance the schedule."""
+        if self.clip_norm is not None:
+            clip_grad_norm_(self.params, self.clip_norm)  # FRAMEWORK-DIFF: paddle_impl/ops.py
         self.optimizer.step()
         self.scheduler.step()

@@ -10,9 +10,12 @@ import numpy as np
 import torch
 
 
-def poly_factor(iteration, max_iters, power):
-    """Poly decay: (1 - it / max_iters) ** power, reaching 0 at max_iters."""
-    return (1 - iteration / max_iters) ** power
+def poly_factor(iteration, max_iters, power, delay=0):
+    """Poly decay: (1 - it / max_iters) ** power, reaching 0 at max_iters. ``delay`` shifts the
+    schedule by that many steps (the first ``delay + 1`` steps use the base LR): with delay 1, step t
+    uses it = t - 1, as where the LR is set AFTER each optimizer step from the index of the step
+    just taken (HRNet-Semantic-Segmentation's ``adjust_learning_rate``)."""
+    return (1 - max(iteration - delay, 0) / max_iters) ** power
 
 
 class Recipe:
@@ -20,7 +23,8 @@ class Recipe:
 
     Args:
         model: the network.
-        recipe: the spec's recipe (lr, momentum, weight_decay, clip_norm, power, max_iters).
+        recipe: the spec's recipe (lr, momentum, weight_decay, clip_norm, power, max_iters; optional
+            poly_delay, default 0). ``clip_norm`` None: no gradient clipping.
     """
 
     def __init__(self, model, recipe):
@@ -30,7 +34,7 @@ class Recipe:
             self.params, lr=recipe["lr"], momentum=float(np.float32(recipe["momentum"])),  # FRAMEWORK-DIFF: same
             weight_decay=float(np.float32(recipe["weight_decay"])))  # FRAMEWORK-DIFF: same
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(  # FRAMEWORK-DIFF: scheduler class
-            self.optimizer, lambda it: poly_factor(it, recipe["max_iters"], recipe["power"]))  # FRAMEWORK-DIFF: same
+            self.optimizer, lambda it: poly_factor(it, recipe["max_iters"], recipe["power"], recipe.get("poly_delay", 0)))  # FRAMEWORK-DIFF: same
 
     def lr(self):
         """The learning rate the next step will use."""
@@ -40,7 +44,8 @@ class Recipe:
         self.optimizer.zero_grad()  # FRAMEWORK-DIFF: optimizer API
 
     def step(self):
-        """Clip by the global norm, update, advance the schedule."""
-        torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)  # FRAMEWORK-DIFF: paddle_impl/ops.py
+        """Clip by the global norm (unless clip_norm is None), update, advance the schedule."""
+        if self.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)  # FRAMEWORK-DIFF: paddle_impl/ops.py
         self.optimizer.step()
         self.scheduler.step()
