@@ -18,12 +18,11 @@ POOL = 1 << 20  # seeded normals per step, tiled over the parameters (drawing 66
 
 
 def seeded_gradients(ctx, shapes: dict) -> list[dict]:
-    """Per step, name -> gradient with global L2 norm OPTIMIZER_NORMS[i] x clip norm (x 1 for a
-    recipe without clipping). Only the seeds and norms are saved as a fixture: the arrays are the
-    model's size."""
-    scale = ctx.spec.recipe["clip_norm"] or 1.0
+    """Per step, name -> gradient with global L2 norm OPTIMIZER_NORMS[i] x clip norm. Only the
+    seeds and norms are saved as a fixture: the arrays are the model's size."""
     plan = ctx.fixture("optimizer_plan", lambda: np.array(
-        [[FIXTURE_SEED + 7 + i, OPTIMIZER_NORMS[i] * scale] for i in range(OPTIMIZER_STEPS)]))
+        [[FIXTURE_SEED + 7 + i, OPTIMIZER_NORMS[i] * (ctx.spec.recipe.get("clip_norm") or 1.0)]  # 1: no clipping
+         for i in range(OPTIMIZER_STEPS)]))
     steps = []
     for seed, norm in plan:
         pool = np.random.default_rng(int(seed)).standard_normal(POOL, dtype=np.float32)

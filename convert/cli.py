@@ -44,8 +44,8 @@ def parse(source_side: str, argv) -> argparse.Namespace:
                             help="let torch unpickle arbitrary objects (only for files you trust)")
     parser.add_argument("--naming", default="auto",
                         help=f"{source_side}-side naming of the source: auto, native, or a spec's alternative "
-                             f"such as '{'openseg' if source_side == TORCH else 'paddlers'}' "
-                             f"(default: %(default)s, detection is reported)")
+                             "such as 'paddlers' (paddle) or 'mmseg1' (torch) (default: %(default)s, detection is "
+                             "reported)")
     return parser.parse_args(argv)
 
 

@@ -70,7 +70,7 @@ def read_source(path: Path, side: str, allow_pickle: bool = False) -> tuple[dict
 
 
 def detect_naming(spec: ModelSpec, keys, naming: str, side: str = PADDLE) -> tuple[str, str | None]:
-    """Pick the naming of a ``side`` source among the spec's namings for that side; reported, never silent."""
+    """Pick the naming of a ``side`` source (the spec's namings for that side); reported, never silent."""
     if naming != "auto":
         return naming, None
     for name, table in spec.namings(side).items():

@@ -31,7 +31,7 @@ class Recipe:
 
     def __init__(self, model, recipe):
         self.params = [p for p in model.parameters() if not p.stop_gradient]  # FRAMEWORK-DIFF: trainable flag
-        self.clip_norm = recipe["clip_norm"]
+        self.clip_norm = recipe.get("clip_norm")
         self.scheduler = paddle.optimizer.lr.LambdaDecay(  # FRAMEWORK-DIFF: scheduler class
             recipe["lr"], lambda it: poly_factor(it, recipe["max_iters"], recipe["power"], recipe.get("poly_delay", 0)))  # FRAMEWORK-DIFF: same
         self.optimizer = paddle.optimizer.Momentum(  # FRAMEWORK-DIFF: optimizer class
@@ -46,7 +46,7 @@ class Recipe:
         self.optimizer.clear_grad()  # FRAMEWORK-DIFF: optimizer API
 
     def step(self):
-        """Clip by the global norm (unless clip_norm is None), update, advance the schedule."""
+        """Clip by the global norm (unless the recipe has none), update, advance the schedule."""
         if self.clip_norm is not None:
             clip_grad_norm_(self.params, self.clip_norm)  # FRAMEWORK-DIFF: paddle_impl/ops.py
         self.optimizer.step()

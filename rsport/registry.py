@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-from rsport.rules import COMMON_RULES, Naming, Rule
+from rsport.rules import COMMON_RULES, TORCH, Naming, Rule
 
 
 class UnknownModelError(KeyError):
@@ -29,8 +29,8 @@ class ModelSpec:
         rules: model-specific rename rules, tried before ``COMMON_RULES``.
         paddle_namings: other implementations' paddle namings accepted as conversion sources
             (name -> Naming, mapped onto ours first), e.g. PaddleRS's published weights.
-        torch_namings: the same for torch-side sources (name -> Naming whose templates are torch
-            names), e.g. another repository's module tree or a training wrapper's prefix.
+        torch_namings: the same for torch-side sources (e.g. mmseg 1.x's Swin naming); in each
+            Naming rule, ``torch`` is our template and ``paddle`` the foreign torch name.
         ignore: anchored regexes of source keys that may be skipped (reported when used).
         tolerance: the fp32 profile of the eval outputs.
         reference: provenance of the torch reference (repository, commit, license, paper).
@@ -77,16 +77,16 @@ class ModelSpec:
     lite: dict = field(default_factory=lambda: dict(LITE_TRAIN))
     rules: tuple[Rule, ...] = ()
     paddle_namings: dict[str, Naming] = field(default_factory=dict)
-    torch_namings: dict[str, Naming] = field(default_factory=dict)
     ignore: tuple[str, ...] = ()
+    torch_namings: dict[str, Naming] = field(default_factory=dict)
 
     def __post_init__(self):
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise ValueError(f"{self.name}: mean/std need {self.in_channels} values")
 
     def namings(self, side: str) -> dict[str, Naming]:
-        """Foreign namings accepted for a ``side`` ('torch' or 'paddle') source."""
-        return self.torch_namings if side == "torch" else self.paddle_namings
+        """Other implementations' namings accepted for a source of framework ``side``."""
+        return self.torch_namings if side == TORCH else self.paddle_namings
 
     def all_rules(self) -> tuple[Rule, ...]:
         return tuple(self.rules) + COMMON_RULES

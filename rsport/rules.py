@@ -168,46 +168,35 @@ def apply_naming(arrays: Mapping[str, np.ndarray], naming: Naming) -> tuple[dict
     for name in created:
         out[name] = FILLS[next(r.fill for r in naming.rules if r.torch == name)](())
     notes = [f"renamed {renamed} keys to the native naming"]
-    if naming.note:
-        notes.insert(0, naming.note)
-    if folded:
-        notes.append(f"folded {len(folded)} conv biases into the running mean of the BatchNorm that follows "
-                     f"(mean - bias; the same function): {', '.join(folded[:4])}")
     if dropped:
         notes.append(f"ignored {len(dropped)} tensors the model does not have: {', '.join(dropped[:4])}")
     if created:
         notes.append(f"created {', '.join(created)} (absent in that naming) with its default value")
+    if folded:
+        notes.append(f"folded {len(folded)} conv biases into the running mean of the BatchNorm that follows "
+                     f"(mean - bias; the same function): {', '.join(folded[:4])}")
+    if naming.note:
+        notes.insert(0, naming.note)
     return out, notes
 
 
-def to_naming(arrays: Mapping[str, np.ndarray], naming: Naming) -> tuple[dict, list[str]]:
-    """The inverse of ``apply_naming``: native keys to the foreign naming (first rule whose native
-    template matches; unmatched keys stay), tensors the foreign naming lacks dropped, folded biases
-    created as zeros. Foreign tensors matched by ``ignore`` cannot be recreated and stay absent."""
-    out, renamed, dropped = {}, 0, []
-    absent = {r.torch for r in naming.rules if r.paddle is None}
+def export_naming(arrays: Mapping[str, np.ndarray], naming: Naming) -> dict:
+    """The inverse of ``apply_naming``: native keys and values in the foreign naming (first matching
+    rule; unmatched keys stay; tensors the foreign naming lacks are dropped); the biases of its
+    ``folds`` are created as zeros next to the running means they were folded into."""
+    out = {}
     for key, value in arrays.items():
-        if key in absent:
-            dropped.append(key)
-            continue
-        rule, groups = first_match([r for r in naming.rules if r.paddle is not None], key, TORCH)
-        name = rule.render(groups, PADDLE) if rule else key
-        renamed += name != key
-        out[name] = value
-    created = []
+        rule, groups = first_match(naming.rules, key, TORCH)
+        if rule is None:
+            out[key] = value
+        elif rule.paddle is not None:
+            out[rule.render(groups, PADDLE)] = value
     for fold in naming.folds:
         pattern = _compile(fold.mean)
         for key in [k for k in out if pattern.fullmatch(k)]:
             groups = pattern.fullmatch(key).groupdict()
-            bias = _PLACEHOLDER.sub(lambda m: groups[m.group(1)], fold.bias)
-            out[bias] = np.zeros_like(out[key])
-            created.append(bias)
-    notes = [f"renamed {renamed} keys to the foreign naming"]
-    if dropped:
-        notes.append(f"dropped {len(dropped)} tensors that naming lacks: {', '.join(dropped[:4])}")
-    if created:
-        notes.append(f"created {len(created)} zero conv biases (folded into the BatchNorm means on import)")
-    return out, notes
+            out[_PLACEHOLDER.sub(lambda m: groups[m.group(1)], fold.bias)] = np.zeros_like(out[key])
+    return out
 
 
 @dataclass(frozen=True)

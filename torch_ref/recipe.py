@@ -29,7 +29,7 @@ class Recipe:
 
     def __init__(self, model, recipe):
         self.params = [p for p in model.parameters() if p.requires_grad]  # FRAMEWORK-DIFF: trainable flag
-        self.clip_norm = recipe["clip_norm"]
+        self.clip_norm = recipe.get("clip_norm")
         self.optimizer = torch.optim.SGD(  # FRAMEWORK-DIFF: optimizer class
             self.params, lr=recipe["lr"], momentum=float(np.float32(recipe["momentum"])),  # FRAMEWORK-DIFF: same
             weight_decay=float(np.float32(recipe["weight_decay"])))  # FRAMEWORK-DIFF: same
@@ -44,7 +44,7 @@ class Recipe:
         self.optimizer.zero_grad()  # FRAMEWORK-DIFF: optimizer API
 
     def step(self):
-        """Clip by the global norm (unless clip_norm is None), update, advance the schedule."""
+        """Clip by the global norm (unless the recipe has none), update, advance the schedule."""
         if self.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)  # FRAMEWORK-DIFF: paddle_impl/ops.py
         self.optimizer.step()
