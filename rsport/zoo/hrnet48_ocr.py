@@ -154,8 +154,10 @@ register(ModelSpec(
     tiny_input=(2, 72, 100),
     eval_outputs=("prob",),
     train_outputs=("aux_logit", "seg_logit"),
-    tolerance="fp32_prob",
-    align_input=(2, 164, 228),
+    tolerance="fp32_prob_sharp_attention",  # float32 noise of the near one-hot attention, see the profile
+    # float64 gradients reach 4.5e2 and attention taps 2.6e2: judged relative to their scale (the profile)
+    profile_overrides={("float64", "grad"): "fp64_large_scale", ("float64", "tap"): "fp64_large_scale"},
+    align_input=(2, 76, 108),  # branch maps 19x27, 10x14, 5x7, 3x4; keeps the full-size harness run short
     taps=("conv1", "bn1", "conv2", "bn2", "layer1", "transition1.0", "transition1.1", "stage2", "transition2.2",
           "stage3", "transition3.3", "stage4", "aux_head", "conv3x3_ocr", "ocr_gather_head",
           "ocr_distri_head.object_context_block", "ocr_distri_head", "cls_head"),
