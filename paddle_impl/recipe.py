@@ -17,9 +17,12 @@ import paddle
 from paddle_impl.ops import clip_grad_norm_  # FRAMEWORK-DIFF: torch's clipping formula
 
 
-def poly_factor(iteration, max_iters, power):
-    """Poly decay: (1 - it / max_iters) ** power, reaching 0 at max_iters."""
-    return (1 - iteration / max_iters) ** power
+def poly_factor(iteration, max_iters, power, delay=0):
+    """Poly decay: (1 - it / max_iters) ** power, reaching 0 at max_iters. ``delay`` shifts the
+    schedule by that many steps (the first ``delay + 1`` steps use the base LR): with delay 1, step t
+    uses it = t - 1, as where the LR is set AFTER each optimizer step from the index of the step
+    just taken (HRNet-Semantic-Segmentation's ``adjust_learning_rate``)."""
+    return (1 - max(iteration - delay, 0) / max_iters) ** power
 
 
 def mmcv_poly_lr(iteration, base_lr, recipe):
@@ -62,7 +65,8 @@ class Recipe:
         model: the network.
         recipe: the spec's recipe: SGD (lr, momentum, weight_decay, clip_norm, power, max_iters) or,
             with ``optimizer="adamw"``, AdamW (lr, betas, eps, weight_decay, no_decay_keys,
-            clip_norm None, power, min_lr, warmup_iters, warmup_ratio, max_iters); ``start_iter``
+            clip_norm None, power, min_lr, warmup_iters, warmup_ratio, max_iters); SGD's optional
+            ``poly_delay`` (default 0) delays the poly schedule by that many steps; ``start_iter``
             (default 0) advances the schedule that many iterations first (the alignment harness
             starts right after the warmup, where the learning rate moves the weights).
     """
@@ -82,7 +86,7 @@ class Recipe:
     def _sgd(self, recipe):
         """SGD with momentum and L2 weight decay on every parameter, poly LR."""
         self.scheduler = paddle.optimizer.lr.LambdaDecay(  # FRAMEWORK-DIFF: scheduler class
-            recipe["lr"], lambda it: poly_factor(it, recipe["max_iters"], recipe["power"]))  # FRAMEWORK-DIFF: same
+            recipe["lr"], lambda it: poly_factor(it, recipe["max_iters"], recipe["power"], recipe.get("poly_delay", 0)))  # FRAMEWORK-DIFF: same
         self.optimizer = paddle.optimizer.Momentum(  # FRAMEWORK-DIFF: optimizer class
             learning_rate=self.scheduler, momentum=float(np.float32(recipe["momentum"])), parameters=self.params,  # FRAMEWORK-DIFF: same
             weight_decay=paddle.regularizer.L2Decay(float(np.float32(recipe["weight_decay"]))))  # FRAMEWORK-DIFF: same

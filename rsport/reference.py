@@ -205,5 +205,14 @@ def reference_arrays(spec: ModelSpec, variant: str = "default", side: str = TORC
     return _side_state(spec, read_neutral(path), side, model, None)
 
 
+def reference_model(spec: ModelSpec, variant: str = "default", side: str = TORCH, seed: int = DEFAULT_SEED):
+    """``side``'s model of the spec holding the embedded reference weights, in eval mode."""
+    fw = adapter(side)
+    model = fw.build(spec, variant)
+    fw.load_state(model, reference_arrays(spec, variant, side, model, seed))
+    model.eval()
+    return model
+
+
 def describe(seed: int = DEFAULT_SEED) -> str:
     return f"embedded default: seeded framework-neutral reference (seed {seed}, randomized BN statistics)"

@@ -139,6 +139,10 @@ class ModelSpec:
         """Other implementations' namings accepted for a source of framework ``side``."""
         return self.torch_namings if side == TORCH else self.paddle_namings
 
+    def namings(self, side: str) -> dict[str, Naming]:
+        """Other implementations' namings accepted for a source of framework ``side``."""
+        return self.torch_namings if side == TORCH else self.paddle_namings
+
     def all_rules(self) -> tuple[Rule, ...]:
         return tuple(self.rules) + COMMON_RULES
 

@@ -109,12 +109,18 @@ def _fields(template: str) -> set[str]:
 
 
 def _compile(template: str | None) -> re.Pattern | None:
+    """Anchored regex of a template; a placeholder used twice must match the same text twice
+    (PaddleSeg repeats indices: ``st{s}.stage_st{s}_{m:int}...``)."""
     if template is None:
         return None
-    parts, pos = [], 0
+    parts, pos, seen = [], 0, set()
     for m in _PLACEHOLDER.finditer(template):
         parts.append(re.escape(template[pos:m.start()]))
-        parts.append(f"(?P<{m.group(1)}>\\d+)" if m.group(2) else f"(?P<{m.group(1)}>.+)")
+        if m.group(1) in seen:
+            parts.append(f"(?P={m.group(1)})")
+        else:
+            parts.append(f"(?P<{m.group(1)}>\\d+)" if m.group(2) else f"(?P<{m.group(1)}>.+)")
+        seen.add(m.group(1))
         pos = m.end()
     parts.append(re.escape(template[pos:]))
     return re.compile("".join(parts))
@@ -137,21 +143,55 @@ FILLS = {"zeros_int64": lambda shape: np.zeros(shape, dtype=np.int64),
 
 
 @dataclass(frozen=True)
+class Fold:
+    """A foreign conv bias that feeds a BatchNorm, absorbed into that BatchNorm's running mean
+    (``mean - bias``): the same function in eval, and in training too, where the batch mean
+    cancels any constant per-channel shift (the running mean then stays offset by the same
+    bias). Both templates are FOREIGN names; the bias is consumed. Going back to the foreign
+    naming, the bias is created as zeros and the mean kept."""
+
+    bias: str
+    mean: str
+
+
+@dataclass(frozen=True)
 class Naming:
     """Another implementation's naming of the same framework's weights (e.g. PaddleRS), mapped
     onto ours before conversion. In each rule, ``torch`` is OUR (native) name template and
-    ``paddle`` the foreign one; ``paddle=None`` marks a tensor the foreign naming lacks, created
-    from ``fill``. ``ignore``: anchored regexes of foreign tensors we have no use for."""
+    ``paddle`` the foreign one (for a torch-side naming both are torch names); ``paddle=None``
+    marks a tensor the foreign naming lacks, created from ``fill``. ``ignore``: anchored regexes
+    of foreign tensors we have no use for. ``folds``: foreign conv biases absorbed into the
+    following BatchNorm (``Fold``). ``note``: what a user should know about that source, reported
+    whenever the naming is applied."""
 
     rules: tuple[Rule, ...]
     ignore: tuple[str, ...] = ()
     markers: tuple[str, ...] = ()  # substrings that identify this naming in a checkpoint
+    folds: tuple[Fold, ...] = ()
+    note: str = ""
+
+
+def _fold_biases(arrays: Mapping[str, np.ndarray], folds: Iterable[Fold]) -> tuple[dict, list[str]]:
+    """Absorb each fold's bias into its running mean (foreign names); returns arrays and the folded biases."""
+    out, folded = dict(arrays), []
+    for fold in folds:
+        pattern = _compile(fold.bias)
+        for key in [k for k in out if pattern.fullmatch(k)]:
+            groups = pattern.fullmatch(key).groupdict()
+            mean = _PLACEHOLDER.sub(lambda m: groups[m.group(1)], fold.mean)
+            if mean not in out:
+                raise ValueError(f"fold: {key} has no BatchNorm running mean {mean} to absorb it")
+            bias = out.pop(key)
+            out[mean] = (out[mean] - bias).astype(out[mean].dtype)
+            folded.append(key)
+    return out, folded
 
 
 def apply_naming(arrays: Mapping[str, np.ndarray], naming: Naming) -> tuple[dict, list[str]]:
     """Rename foreign keys to native ones (first matching rule; unmatched keys stay), drop the
     ignored ones and create the missing ones; returns the arrays and a note per change kind."""
     patterns = [re.compile(p) for p in naming.ignore]
+    arrays, folded = _fold_biases(arrays, naming.folds)
     out, renamed, dropped = {}, 0, []
     for key, value in arrays.items():
         if any(p.fullmatch(key) for p in patterns):
@@ -172,6 +212,11 @@ def apply_naming(arrays: Mapping[str, np.ndarray], naming: Naming) -> tuple[dict
         notes.append(f"ignored {len(dropped)} tensors the model does not have: {', '.join(dropped[:4])}")
     if created:
         notes.append(f"created {', '.join(created)} (absent in that naming) with its default value")
+    if folded:
+        notes.append(f"folded {len(folded)} conv biases into the running mean of the BatchNorm that follows "
+                     f"(mean - bias; the same function): {', '.join(folded[:4])}")
+    if naming.note:
+        notes.insert(0, naming.note)
     return out, notes
 
 
@@ -186,7 +231,8 @@ def _op_names(naming: Naming) -> set[str]:
 
 def export_naming(arrays: Mapping[str, np.ndarray], naming: Naming) -> dict:
     """The inverse of ``apply_naming``: native keys and values in the foreign naming (first matching
-    rule; unmatched keys stay; tensors the foreign naming lacks are dropped)."""
+    rule; unmatched keys stay; tensors the foreign naming lacks are dropped); the biases of its
+    ``folds`` are created as zeros next to the running means they were folded into."""
     out = {}
     for key, value in arrays.items():
         rule, groups = first_match(naming.rules, key, TORCH)
@@ -194,6 +240,11 @@ def export_naming(arrays: Mapping[str, np.ndarray], naming: Naming) -> dict:
             out[key] = value
         elif rule.paddle is not None:
             out[rule.render(groups, PADDLE)] = rule.op.apply(value) if rule.op is not None else value
+    for fold in naming.folds:
+        pattern = _compile(fold.mean)
+        for key in [k for k in out if pattern.fullmatch(k)]:
+            groups = pattern.fullmatch(key).groupdict()
+            out[_PLACEHOLDER.sub(lambda m: groups[m.group(1)], fold.bias)] = np.zeros_like(out[key])
     return out
 
 

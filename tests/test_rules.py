@@ -91,3 +91,27 @@ def test_ignore_patterns_are_anchored_and_reported():
     plan = make_plan({"fc.weight": ((2, 2), "float32"), "x.fc.weight": ((1,), "float32")},
                      {"x.fc.weight": spec([1])}, COMMON_RULES, TORCH, ignore=(r"fc\..*",))
     assert plan.ok and plan.ignored == [("fc.weight", r"fc\..*")]
+
+
+def test_repeated_placeholder_must_match_the_same_text():
+    rule = Rule("r", "stage{s:int}.{m:int}.w", "st{s:int}.stage_st{s:int}_{m:int}.w", offsets=(("m", 1),))
+    assert rule.render(rule.match("st3.stage_st3_2.w", PADDLE), TORCH) == "stage3.1.w"
+    assert rule.match("st3.stage_st4_2.w", PADDLE) is None
+    assert rule.render(rule.match("stage4.0.w", TORCH), PADDLE) == "st4.stage_st4_1.w"
+
+
+def test_fold_absorbs_a_conv_bias_into_the_next_batchnorm_and_export_recreates_it():
+    from rsport.rules import Fold, Naming, apply_naming, export_naming
+
+    naming = Naming(rules=(Rule("prefix", "{p}", "net.{p}"),), folds=(Fold("net.conv.bias", "net.bn.running_mean"),),
+                    note="a foreign model")
+    foreign = {"net.conv.weight": np.ones((3, 2, 1, 1), np.float32), "net.conv.bias": np.array([1, 2, 3], np.float32),
+               "net.bn.running_mean": np.array([0.5, 0.5, 0.5], np.float32)}
+    native, notes = apply_naming(foreign, naming)
+    assert sorted(native) == ["bn.running_mean", "conv.weight"]
+    np.testing.assert_array_equal(native["bn.running_mean"], [-0.5, -1.5, -2.5])
+    assert notes[0] == "a foreign model" and any("folded 1 conv biases" in n for n in notes)
+    back = export_naming(native, naming)
+    assert sorted(back) == sorted(foreign)
+    np.testing.assert_array_equal(back["net.conv.bias"], [0, 0, 0])
+    np.testing.assert_array_equal(back["net.bn.running_mean"], native["bn.running_mean"])

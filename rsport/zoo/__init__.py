@@ -15,7 +15,7 @@ UPERHEAD_TAPS = (tuple(f"decode_head.lateral_convs.{i}" for i in range(3))
                  + tuple(f"decode_head.fpn_convs.{i}" for i in range(3))
                  + ("decode_head.fpn_bottleneck", "decode_head.conv_seg"))
 
-ORDER = ("factseg50", "farseg50", "upernet_r50", "deeplabv3p_r50", "vit_s16_upernet", "swin_t_upernet")
+ORDER = ("factseg50", "farseg50", "upernet_r50", "deeplabv3p_r50", "vit_s16_upernet", "hrnet48_ocr", "swin_t_upernet")
 
 for _name in ORDER:
     importlib.import_module(f"rsport.zoo.{_name}")
