@@ -1,8 +1,10 @@
 """The framework-neutral half of ``torch_ref/eval.py`` and ``paddle_impl/eval.py``.
 
-The evaluation of the original repositories (FarSeg ``isaid_eval.py``, reused by FactSeg): every
-whole val scene is predicted by the sliding-window algorithm (``rsport.sliding.predict_scene``:
-window 896, stride 512, zero pad to a multiple of 32, probabilities averaged over overlaps),
+Each model evaluates with ITS original protocol (the registry's ``eval_protocol``): FactSeg and
+FarSeg the sliding window of FarSeg's ``isaid_eval.py`` (window 896, stride 512), RSP's mmseg
+configs slide 512 / 384 with flip, the whole-image configs one pass per scene. Every whole val
+scene is predicted by ``rsport.sliding.predict_scene`` (zero pad to a multiple of 32,
+probabilities averaged over overlaps and, with flip, over the mirror image),
 its argmax is counted into ONE global confusion matrix (the framework's own metric code,
 ``metrics.confusion_matrix``), and the metrics come from that matrix.
 
@@ -34,7 +36,8 @@ log = logging.getLogger("rsport.eval")
 
 OUTPUT_ROOT = Path("output") / "eval"
 TREES = {"torch": "torch_ref/eval.py", "paddle": "paddle_impl/eval.py"}
-WINDOW, STRIDE, DIVISOR = 896, 512, 32  # the original isaid_eval settings
+DIVISOR = 32  # windows are zero-padded to a multiple of this (the original isaid_eval's DivisiblePad)
+WHOLE = 1 << 30  # a window larger than any scene: clipped to the scene, one pass ("whole" protocol)
 
 
 class EvalError(ValueError):
@@ -55,6 +58,7 @@ class EvalConfig:
     split: str
     window: int
     stride: int
+    flip: bool
     divisor: int
     batch: int
     out: str
@@ -160,8 +164,9 @@ def build_parser(tree: str) -> argparse.ArgumentParser:
         help="dataset root in the spec's layout (default: the embedded sample data, generated if missing)")
     add("--split", default="val", help="split to evaluate (default: %(default)s)")
     add("--variant", choices=VARIANTS, default="default", help="model size (default: %(default)s)")
-    add("--window", type=int, default=WINDOW, help="sliding window size (default: %(default)s)")
-    add("--stride", type=int, default=STRIDE, help="sliding window stride (default: %(default)s)")
+    add("--window", type=int, help="sliding window size (default: the model's eval protocol, e.g. 896)")
+    add("--stride", type=int, help="sliding window stride (default: the model's eval protocol, e.g. 512)")
+    add("--flip", choices=("on", "off"), help="horizontal flip test-time augmentation (default: the model's protocol)")
     add("--batch", type=int, default=1, help="windows per forward pass (default: %(default)s)")
     add("--out", help=f"metrics JSON (default: {OUTPUT_ROOT}/<model>[_tiny]_{tree}.json)")
     add("--threads", type=int, default=0, help="math threads (default: all CPU cores)")
@@ -184,11 +189,16 @@ def resolve_config(tree: str, args: argparse.Namespace) -> EvalConfig:
         raise EvalError(f"--weights {args.weights}: no such file")
     if args.data is not None and not Path(args.data).is_dir():
         raise EvalError(f"--data {args.data}: no such folder")
-    if min(args.window, args.stride, args.batch) < 1:
-        raise EvalError(f"--window, --stride and --batch must be >= 1, got {args.window}, {args.stride}, {args.batch}")
+    protocol = spec.eval_protocol
+    whole = protocol["mode"] == "whole"
+    window = args.window if args.window is not None else (WHOLE if whole else protocol["window"])
+    stride = args.stride if args.stride is not None else (WHOLE if whole else protocol["stride"])
+    flip = protocol.get("flip", False) if args.flip is None else args.flip == "on"
+    if min(window, stride, args.batch) < 1:
+        raise EvalError(f"--window, --stride and --batch must be >= 1, got {window}, {stride}, {args.batch}")
     suffix = "" if args.variant == "default" else f"_{args.variant}"
     out = args.out or str(OUTPUT_ROOT / f"{spec.name}{suffix}_{tree}.json")
-    return EvalConfig(tree, spec.name, args.variant, args.weights, args.data, args.split, args.window, args.stride,
+    return EvalConfig(tree, spec.name, args.variant, args.weights, args.data, args.split, window, stride, flip,
                       DIVISOR, args.batch, out, args.threads or os.cpu_count() or 1, args.device)
 
 
@@ -208,14 +218,15 @@ def evaluate(cfg: EvalConfig, evaluator, spec, progress: bool = True) -> dict:
         names = [str(i) for i in range(spec.num_classes)]
     confusion = np.zeros((spec.num_classes, spec.num_classes), np.int64)
     start = time.perf_counter()
-    log.info("%s %s (%s) on %s/%s: %d scenes, window %d, stride %d", TREES[cfg.tree], cfg.model, cfg.variant, root,
-             cfg.split, len(dataset), cfg.window, cfg.stride)
+    log.info("%s %s (%s) on %s/%s: %d scenes, %s%s", TREES[cfg.tree], cfg.model, cfg.variant, root, cfg.split,
+             len(dataset), "whole scenes" if cfg.window >= WHOLE else f"window {cfg.window}, stride {cfg.stride}",
+             ", flip" if cfg.flip else "")
     with tqdm(total=len(dataset), disable=not progress, file=sys.stderr, dynamic_ncols=True, leave=False,
               desc=f"eval {cfg.model}") as bar:
         for i in range(len(dataset)):
             raw, label, _ = dataset.scene(i)
             probs = predict_scene(dataset.normalize(raw), evaluator.predict, spec.num_classes, window=cfg.window,
-                                  stride=cfg.stride, divisor=cfg.divisor, batch=cfg.batch)
+                                  stride=cfg.stride, divisor=cfg.divisor, batch=cfg.batch, flip=cfg.flip)
             pred = probs.argmax(axis=0).astype(np.int64)
             confusion += evaluator.confusion(pred, np.asarray(label, dtype=np.int64))
             bar.update(1)

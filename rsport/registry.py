@@ -54,6 +54,9 @@ class ModelSpec:
         dataset: the data layout the model trains and evaluates on (``rsport.data``):
             ``isaid`` (RGB scenes + color-map masks) or ``sen12ms_s1`` (Sentinel-1 VV/VH GeoTIFFs
             + DFC2020 / SEN12MS land-cover labels).
+        eval_protocol: how the original evaluates whole scenes (rsport.sliding): ``mode`` "slide"
+            (``window``, ``stride``) or "whole" (the scene in one pass), and ``flip`` (horizontal
+            flip averaged in); default: FactSeg's / FarSeg's isaid_eval (slide 896 / 512, no flip).
         align_state: values the alignment's starting state sets (``{torch name: value}``), so that
             state-dependent code runs where it matters, e.g. FarSeg's annealing step counter
             mid-schedule, where the focal term of its loss is active.
@@ -93,6 +96,7 @@ class ModelSpec:
     ignore: tuple[str, ...] = ()
     torch_namings: dict[str, Naming] = field(default_factory=dict)
     align_state: dict = field(default_factory=dict)
+    eval_protocol: dict = field(default_factory=lambda: dict(EVAL_PROTOCOL))
 
     def __post_init__(self):
         problems = self.problems()
@@ -124,6 +128,12 @@ class ModelSpec:
                 found.append(f"{what} must be (batch, H, W), got {value!r}")
         if not self.eval_outputs or not self.train_outputs:
             found.append("eval_outputs and train_outputs must name what forward returns")
+        protocol = self.eval_protocol
+        if protocol.get("mode") not in ("slide", "whole") or not isinstance(protocol.get("flip", False), bool) or (
+                protocol.get("mode") == "slide" and not all(isinstance(protocol.get(k), int) and protocol[k] > 0
+                                                            for k in ("window", "stride"))):
+            found.append(f"eval_protocol must be mode 'slide' (window, stride > 0) or 'whole', flip a bool; got "
+                         f"{protocol!r}")
         kind = self.recipe.get("optimizer", "sgd")
         needed = RECIPE_KEYS.get(kind)
         if needed is None:
@@ -172,6 +182,9 @@ VARIANTS = ("default", "tiny")
 # SGD with momentum, weight decay on every parameter, global-norm clipping, poly LR updated
 # every iteration (FactSeg's configs/isaid/factseg.py; shared by the segmentation models here).
 DEFAULT_RECIPE = dict(lr=0.007, momentum=0.9, weight_decay=1e-4, clip_norm=35.0, power=0.9, max_iters=60000)
+
+# FactSeg's / FarSeg's isaid_eval.py: the original sliding window, probabilities averaged, no flip.
+EVAL_PROTOCOL = dict(mode="slide", window=896, stride=512, flip=False)
 
 # What each optimizer kind of a recipe needs (torch_ref/recipe.py and paddle_impl/recipe.py).
 RECIPE_KEYS = {"sgd": ("lr", "momentum", "weight_decay", "clip_norm", "power", "max_iters"),

@@ -80,7 +80,8 @@ def pad_to_multiple(x: np.ndarray, divisor: int = 32) -> tuple[np.ndarray, tuple
 
 def predict_scene(image: np.ndarray, predict: Callable[[np.ndarray], np.ndarray], num_classes: int, *,
                   window: int | Sequence[int] = 896, stride: int | Sequence[int] = 512, divisor: int = 32,
-                  batch: int = 1, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                  batch: int = 1, progress: Callable[[int, int], None] | None = None,
+                  flip: bool = False) -> np.ndarray:
     """Class probabilities of a whole scene by the original sliding-window algorithm.
 
     Args:
@@ -92,6 +93,9 @@ def predict_scene(image: np.ndarray, predict: Callable[[np.ndarray], np.ndarray]
         divisor: pad each window bottom/right to a multiple of this (original: 32).
         batch: windows per ``predict`` call (same result as 1 for a per-sample ``predict``).
         progress: called as ``progress(done, total)`` after each ``predict`` call.
+        flip: horizontal flip test-time augmentation (mmseg's ``MultiScaleFlipAug(flip=True)``):
+            each window's probabilities are the mean of the window's and of its mirror image's,
+            mirrored back.
 
     Returns:
         ``probs [K, H, W]`` float32: per-pixel mean of the window probabilities.
@@ -109,6 +113,9 @@ def predict_scene(image: np.ndarray, predict: Callable[[np.ndarray], np.ndarray]
         x = np.stack([image[:, y0:y1, x0:x1] for y0, x0, y1, x1 in chunk]).astype(np.float32, copy=False)
         x, (h, w) = pad_to_multiple(x, divisor)
         out = np.asarray(predict(x))
+        if flip:
+            mirrored = np.asarray(predict(np.ascontiguousarray(x[..., ::-1])))
+            out = (out + mirrored[..., ::-1]) / np.float32(2)
         if out.shape != (len(chunk), num_classes) + x.shape[2:]:
             raise ValueError(f"predict returned shape {out.shape}, expected "
                              f"{(len(chunk), num_classes) + x.shape[2:]} for input {x.shape}")

@@ -123,3 +123,34 @@ def test_predict_scene_batch_equals_batch_one(batch):
 def test_predict_scene_rejects_wrong_prediction_shape():
     with pytest.raises(ValueError, match="predict returned shape"):
         predict_scene(np.zeros((3, 10, 10), np.float32), lambda x: x[:, :2], 3, window=8, stride=4, divisor=8)
+
+
+def test_flip_averages_the_mirror_images_prediction():
+    """flip=True (mmseg's MultiScaleFlipAug): each window's prediction is the mean of its own and of
+    its mirror image's, mirrored back."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(2, 32, 64)).astype(np.float32)  # one window, no padding
+
+    def predict(x):  # column-dependent: not mirror-symmetric
+        score = x.sum(axis=1, keepdims=True) * np.linspace(0.1, 1.0, x.shape[-1], dtype=np.float32)
+        return np.concatenate([score, -score], axis=1)
+
+    plain = predict_scene(image, predict, 2, window=64, stride=32)
+    flipped = predict_scene(image, predict, 2, window=64, stride=32, flip=True)
+    mirror = predict(np.ascontiguousarray(image[None, ..., ::-1]))[0][..., ::-1]
+    np.testing.assert_allclose(flipped, (plain + mirror) / 2, rtol=1e-6)
+    assert not np.allclose(flipped, plain)
+
+
+@pytest.mark.parametrize("name,window,stride,flip", [
+    ("factseg50", 896, 512, False), ("upernet_r50", 512, 384, True), ("deeplabv3p_r50", None, None, False)])
+def test_each_model_evaluates_with_its_own_protocol(name, window, stride, flip):
+    from rsport import evaluation
+
+    args = evaluation.build_parser("paddle").parse_args(["--model", name])
+    cfg = evaluation.resolve_config("paddle", args)
+    assert cfg.flip is flip
+    if window is None:  # whole: one window clipped to the scene
+        assert cfg.window == cfg.stride == evaluation.WHOLE
+    else:
+        assert (cfg.window, cfg.stride) == (window, stride)

@@ -30,6 +30,8 @@ register(ModelSpec(
           "backbone.layer4", "decode_head.image_pool", "decode_head.pool_resize", "decode_head.aspp_modules",
           "decode_head.bottleneck", "decode_head.c1_bottleneck", "decode_head.c1_resize",
           "decode_head.sep_bottleneck", "decode_head.conv_seg", "resize"),
+    # mmseg's deeplabv3plus iSAID config: test_cfg mode='whole' (no flip)
+    eval_protocol=dict(mode="whole", flip=False),
     reference="open-mmlab/mmsegmentation 0.21.0 (Apache-2.0) configs/_base_/models/deeplabv3plus_r50-d8.py, "
               "configs/deeplabv3plus/deeplabv3plus_r50-d8_4x4_896x896_80k_isaid.py; Chen et al., DeepLabV3+, ECCV 2018",
 ))

@@ -167,6 +167,8 @@ register(ModelSpec(
     # iterations (Cityscapes trainval, batch 12) = 139,876.
     recipe=dict(lr=0.01, momentum=0.9, weight_decay=5e-4, clip_norm=None, power=0.9, max_iters=139876,
                 poly_delay=1),
+    # the w48 OCR yaml: single scale, FLIP_TEST false, whole image
+    eval_protocol=dict(mode="whole", flip=False),
     reference="HRNet/HRNet-Semantic-Segmentation@0bbb2880 (branch HRNet-OCR, MIT): lib/models/seg_hrnet_ocr.py, "
               "lib/core/criterion.py, experiments/cityscapes/seg_hrnet_ocr_w48_trainval_512x1024_sgd_lr1e-2_wd5e-4_"
               "bs_12_epoch484.yaml; Wang et al., HRNet, TPAMI 2020; Yuan et al., OCR, ECCV 2020",

@@ -77,6 +77,8 @@ register(ModelSpec(
          + ("backbone.norm0", "backbone.norm1", "backbone.norm2", "backbone.norm3") + UPERHEAD_TAPS,
     recipe=ADAMW_RECIPE,
     torch_namings={"mmseg1": MMSEG1},
+    # RSP's mmseg config: test_cfg slide, crop 512, stride 384; MultiScaleFlipAug flip=True
+    eval_protocol=dict(mode="slide", window=512, stride=384, flip=True),
     reference="ViTAE-Transformer/RSP@f2981873 (Semantic Segmentation/, mmsegmentation 0.21.0: "
               "configs/swin/upernet_swin_tiny_patch4_window7_896x896_80k_isaid.py, mmseg/models/backbones/"
               "swin_transformer.py = SwinTransformer/Swin-Transformer-Semantic-Segmentation@87e6f905's backbone); "

@@ -28,6 +28,8 @@ register(ModelSpec(
     align_input=(2, 96, 128),
     taps=("backbone.conv1", "backbone.bn1", "backbone.layer1", "backbone.layer2", "backbone.layer3",
           "backbone.layer4") + UPERHEAD_TAPS,
+    # RSP's mmseg config: test_cfg slide, crop 512, stride 384; MultiScaleFlipAug flip=True
+    eval_protocol=dict(mode="slide", window=512, stride=384, flip=True),
     reference="ViTAE-Transformer/RSP@f2981873 (Semantic Segmentation/, mmsegmentation 0.21.0: "
               "configs/upernet/upernet_our_r50_896x896_80k_isaid.py, mmseg/models/decode_heads/uper_head.py), "
               "Xiao et al., UPerNet, ECCV 2018; Wang et al., RSP, IEEE TGRS 2022",

@@ -41,6 +41,8 @@ register(ModelSpec(
     align_input=(2, 64, 96),
     taps=("backbone.patch_embed", "backbone.pos_resize") + _BLOCKS
          + ("backbone.fpn1", "backbone.fpn2", "backbone.fpn3", "backbone.fpn4") + UPERHEAD_TAPS,
+    # DFC2020 256 x 256 tiles evaluated whole
+    eval_protocol=dict(mode="whole", flip=False),
     reference="timm VisionTransformer names (ViT-S/16, in_chans 2) as in zhu-xlab/FGMAE@1144e550; BEiT adapter "
               "of zhu-xlab/SSL4EO-S12@2156913c; mmsegmentation 0.x UPerHead + FCNHead; "
               "shared/reference/vit_s16_upernet.md",
