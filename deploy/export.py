@@ -38,7 +38,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--weights", type=Path, default=None,
                         help="paddle .pdparams or torch .pth (converted through convert/'s rules); "
                              "default: the embedded seeded reference")
-    parser.add_argument("--out", type=Path, required=True, help="output directory (replaced only on success)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output directory, written only on success; in an existing one a previous export "
+                             "is replaced and other files (e.g. trained weights) are kept")
     parser.add_argument("--format", default="paddle,onnx",
                         help="comma-separated subset of: paddle, onnx (default: %(default)s)")
     parser.add_argument("--variant", choices=VARIANTS, default="default",

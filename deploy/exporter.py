@@ -6,7 +6,8 @@ dynamic models' outputs on two seeded fixtures of different batch and size, writ
 artifact into a staging directory, reload each with the runtime that will serve it, compare
 with the dynamic model under the spec's fp32 profile, and only if everything passes move the
 staging directory into place (``deploy.yaml`` and ``export_report.json`` included). A failure
-leaves no output directory behind (and an existing one untouched).
+leaves no output directory behind (and an existing one untouched). Into an existing directory,
+the export replaces a previous export and keeps the other files (``StagedDir``).
 
 Artifacts (``--format paddle,onnx``):
 
@@ -95,9 +96,28 @@ def resolve_weights(spec: ModelSpec, variant: str, weights: Path | None, seed: i
 
 
 # --- staging ----------------------------------------------------------------------------------
+REPORT_FILE = "export_report.json"
+
+
+def _export_entries(folder: Path) -> set[str]:
+    """Top-level names that the export in ``folder`` (if any) consists of: deploy.yaml, the report
+    and the first path component of every file its deploy.yaml names."""
+    names = {name for name in (deploy_config.FILENAME, REPORT_FILE) if (folder / name).exists()}
+    try:
+        artifacts = deploy_config.read(folder).data["artifacts"].values()
+    except (deploy_config.DeployError, AttributeError, TypeError):
+        return names  # no readable previous export: only its fixed files are its own
+    for entry in artifacts:
+        names.update(Path(entry[role]).parts[0] for role in ("model_file", "params_file", "info_file") if entry.get(role))
+    return names
+
+
 class StagedDir:
-    """Build a directory next to its destination and move it into place on ``commit()``; an
-    existing destination is replaced only then. Leaving without commit removes the staging."""
+    """Build a directory next to its destination and move it into place on ``commit()``, only then;
+    leaving without commit removes the staging. A new destination appears whole. An existing one
+    keeps its other files (PaddleSeg's TIPC runner exports into the training save dir, next to the
+    trained weights): a previous export in it (what its deploy.yaml names) and every name the new
+    export writes are replaced, deploy.yaml last, so it never names a file not yet in place."""
 
     def __init__(self, final: Path):
         self.final = Path(final)
@@ -107,11 +127,19 @@ class StagedDir:
         self.path.mkdir()
 
     def commit(self) -> None:
-        old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
-        if self.final.exists():
-            os.replace(self.final, old)
-        os.replace(self.path, self.final)
-        shutil.rmtree(old, ignore_errors=True)
+        if not self.final.exists():
+            os.replace(self.path, self.final)
+            return
+        new = {p.name for p in self.path.iterdir()}
+        for name in sorted(new | _export_entries(self.final)):
+            target = self.final / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+        for name in sorted(new, key=lambda n: n == deploy_config.FILENAME):
+            os.replace(self.path / name, self.final / name)
+        self.path.rmdir()
 
     def __enter__(self) -> "StagedDir":
         return self
@@ -319,7 +347,7 @@ def export(spec: ModelSpec, out: Path, *, variant: str = "default", weights: Pat
         report["passed"] = report["twins"]["passed"] and all(a["passed"] for a in report["artifacts"].values())
         report["seconds"] = round(time.perf_counter() - start, 1)
         deploy_config.write(stage.path / deploy_config.FILENAME, deploy_yaml(spec, variant, artifacts, source))
-        (stage.path / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (stage.path / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
         if not report["passed"]:
             raise ExportError(f"{spec.name}: {summary_failures(report)}; nothing written", exit_code=1)
         stage.commit()

@@ -32,6 +32,12 @@ def str2bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
+def model_dir_arg(value: str) -> Path:
+    """An export folder, or the deploy.yaml inside it (PaddleSeg's --config spelling)."""
+    path = Path(value)
+    return path.parent if path.name == "deploy.yaml" else path
+
+
 def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="deploy/infer.py",
@@ -40,8 +46,13 @@ def parse(argv=None) -> argparse.Namespace:
                     "averaged over overlaps) with batched windows, streamed so that memory stays bounded: "
                     "windows are read from GeoTIFFs one by one and finished rows are written out at once.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", "--model_dir", dest="model_dir", type=Path, required=True,
-                        help="directory written by deploy/export.py (holds deploy.yaml)")
+    parser.add_argument("--model-dir", "--model_dir", "--config", dest="model_dir", type=model_dir_arg, required=True,
+                        help="directory written by deploy/export.py, or its deploy.yaml (--config, as PaddleSeg's "
+                             "infer.py and TIPC runner pass it)")
+    parser.add_argument("--device", choices=("cpu",), default="cpu",
+                        help="where to run; Paddle Inference runs on the CPU here (default: %(default)s)")
+    parser.add_argument("--precision", choices=("fp32",), default="fp32",
+                        help="inference precision (default: %(default)s)")
     parser.add_argument("--input", "--image_path", "--image-path", dest="input", nargs="+", required=True,
                         help="images (PNG/JPEG/BMP/TIFF/GeoTIFF) or folders of them")
     parser.add_argument("--out", "--save_dir", "--save-dir", dest="out", type=Path, required=True,

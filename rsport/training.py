@@ -80,6 +80,15 @@ class TrainConfig:
 
 
 # --- command line -------------------------------------------------------------------------------
+PRECISIONS = {"fp32": False, "bf16": True}  # --precision word -> --amp
+
+
+def _precision(value: str) -> bool:
+    if value not in PRECISIONS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(PRECISIONS)})")
+    return PRECISIONS[value]
+
+
 def build_parser(tree: str) -> argparse.ArgumentParser:
     script = TREES[tree]
     parser = argparse.ArgumentParser(
@@ -110,6 +119,8 @@ def build_parser(tree: str) -> argparse.ArgumentParser:
         help="data loader worker threads; batches are the same with any number (default: 0)")
     add("--amp", action="store_true", default=None,
         help="mixed precision: bfloat16 autocast (torch CPU/GPU, paddle GPU; paddle 3.3.1 has none on CPU)")
+    add("--precision", dest="amp", type=_precision, metavar="{fp32,bf16}",
+        help="the same as a word, as PaddleSeg's TIPC runner passes it: fp32 (no --amp) or bf16 (--amp)")
     add("--log-interval", "--log_interval", "--log_iters", dest="log_interval", type=int,
         help="iterations between log lines (default: 10)")
     add("--variant", choices=VARIANTS, help="model size; 'tiny' is the CI-sized variant (default: default)")

@@ -4,8 +4,14 @@ Every registered model gets ``test_tipc/configs/<model>/train_infer_python.txt``
 list of ``key:value`` lines that ``test_train_inference_python.sh`` reads BY LINE NUMBER, so the
 layout below is the contract: ``LAYOUT[i]`` describes line ``i`` (0-based, as the shell script's
 ``lines[i]``). Values: ``a|b`` lists alternatives to loop over, ``mode=value|mode=value`` picks
-one value per TIPC mode, ``null`` leaves the argument out, an empty value is filled in by the
-script (save and output folders).
+one value per TIPC mode (lines 6 and 8 only), ``null`` leaves the argument out, an empty value is
+filled in by the script (save and output folders).
+
+The same file runs under PaddleSeg's own, unmodified ``test_train_inference_python.sh`` (the
+runner of Paddle's TIPC certification) and under ours (``test_tipc/test_train_inference_python.sh``,
+which adds numeric gates). ``parse`` therefore also rejects what PaddleSeg's runner would misread
+(``UPSTREAM_RULES``): a ``mode=value`` list outside lines 6 and 8, a ``null`` key where it passes
+the key unconditionally, a ``:`` inside a value, a blank line.
 
 The configs are generated, never edited by hand: ``python test_tipc/configs.py`` rewrites them
 from the registry and ``python test_tipc/configs.py --check`` (run by the tests) fails when a file
@@ -29,12 +35,19 @@ CONFIG_DIR = Path("test_tipc") / "configs"
 CONFIG_NAME = "train_infer_python.txt"
 MODES = ("lite_train_lite_infer", "lite_train_whole_infer", "whole_infer")
 LITE_MODES = ("lite_train_lite_infer", "lite_train_whole_infer")
+UPSTREAM_MODES = MODES + ("whole_train_whole_infer",)  # PaddleSeg's; the last needs a full dataset
 PYTHON = "python"
 HEADER = "=" * 27
 SAMPLE_ROOT = Path(data.SAMPLE_ROOT)  # relative to the repository root
 SCENE_ROOT = Path("output") / "tipc" / "scenes"  # whole-size scenes made by prepare.sh
+INFER_ROOT = Path("output") / "tipc" / "input"  # <model>/: the mode's inference input, filled by prepare.sh
+WEIGHTS_ROOT = Path("output") / "tipc" / "weights"  # <model>/model.pdparams: whole_infer's converted reference
 INPUT_FOLDER = {"isaid": "images", "sen12ms_s1": "s1"}  # where a dataset split keeps its input scenes
 INFER_COMBOS = dict(enable_mkldnn="True|False", cpu_threads="1|2", batch_size="1|2", precision="fp32")
+# Lines PaddleSeg's runner reads per mode (func_parser_params); every other value is one literal string.
+PER_MODE_FIELDS = ("iters", "batch_size")
+# Lines whose key PaddleSeg's runner passes without func_set_params (``${key}=${value}``): never null.
+UNCONDITIONAL_KEY_FIELDS = ("infer_device", "enable_mkldnn")
 
 
 class ConfigError(ValueError):
@@ -61,16 +74,18 @@ LAYOUT: tuple[Line, ...] = (
     Line("train_header", _header("train_params"), "section header"),
     Line("model_name", "model_name", "registry name; names the output folder"),
     Line("python", "python", "interpreter"),
-    Line("gpu_list", "gpu_list", "training devices to loop over: -1 = CPU, 0 = one GPU, 0,1 = multi-GPU "
-                                 "(paddle.distributed.launch); GPU entries are skipped without CUDA"),
-    Line("train_device", None, "train.py device flag, one value per gpu_list entry"),
-    Line("autocast", "autocast", "precision list: fp32 (nothing added) or amp (adds train.py --amp)"),
+    Line("gpu_list", "gpu_list", "training devices to loop over: -1 = CPU (generated), 0 = one GPU, 0,1 = "
+                                 "multi-GPU (paddle.distributed.launch)"),
+    Line("train_device", None, "train.py (and eval.py) device flag, one value per gpu_list entry"),
+    Line("autocast", None, "train.py precision flag and the precisions to loop over: fp32; bf16 = bfloat16 "
+                           "autocast (--amp)"),
     Line("iters", None, "iterations, per mode"),
     Line("save_dir", None, "train.py save-dir flag (value filled in by the script)"),
     Line("batch_size", None, "train batch size, per mode"),
-    Line("pretrained", None, "weights flag of train.py and eval.py (null: train from scratch)"),
+    Line("pretrained", None, "weights flag of train.py and eval.py (null: train.py's default, the embedded "
+                             "seeded reference)"),
     Line("train_model_name", "train_model_name", "weights file inside the save dir that eval/export use"),
-    Line("train_infer_img_dir", "train_infer_img_dir", "inference input after training, per mode"),
+    Line("train_infer_img_dir", "train_infer_img_dir", "inference input after training (filled per mode by prepare.sh)"),
     Line("train_param1", None, "extra train.py flag: the dataset folder"),
     Line("sep_train", "##", "separator"),
     Line("trainer", "trainer", "trainers to loop over"),
@@ -99,14 +114,14 @@ LAYOUT: tuple[Line, ...] = (
     Line("infer_export", "infer_export", "whole_infer: the export command for infer_model"),
     Line("infer_quant", "infer_quant", "quantized model? (False)"),
     Line("inference", "inference", "the inference script"),
-    Line("infer_device", None, "inference devices to loop over (key null: infer.py takes no device flag)"),
+    Line("infer_device", None, "infer.py device flag and the devices to loop over (cpu)"),
     Line("enable_mkldnn", None, "CPU: oneDNN on/off to loop over"),
     Line("cpu_threads", None, "CPU: thread counts to loop over"),
     Line("infer_batch_size", None, "batch sizes (windows per predictor call) to loop over"),
     Line("use_trt", None, "GPU: TensorRT (False; not run here)"),
-    Line("infer_precision", None, "precisions to loop over (fp32; key null: infer.py takes no precision flag)"),
-    Line("infer_model_dir", None, "infer.py model-dir flag (value filled in by the script)"),
-    Line("image_path", None, "infer.py input flag, per mode"),
+    Line("infer_precision", None, "infer.py precision flag and the precisions to loop over (fp32)"),
+    Line("infer_model_dir", None, "infer.py flag that takes the export's deploy.yaml (value filled in by the script)"),
+    Line("image_path", None, "infer.py input flag; whole_infer's input (filled per mode by prepare.sh)"),
     Line("save_log_path", None, "unused (null)"),
     Line("benchmark", None, "unused (null)"),
     Line("infer_out", None, "infer.py output flag (value filled in by the script, one folder per combination)"),
@@ -133,26 +148,40 @@ def whole_input(spec: ModelSpec) -> Path:
     return SCENE_ROOT / spec.name / "val" / INPUT_FOLDER[spec.dataset]
 
 
+def infer_input(spec: ModelSpec) -> Path:
+    """The config's inference input (lines 11 and 47): one folder that ``prepare.sh CONFIG MODE``
+    fills with the mode's scenes (``lite_input`` or ``whole_input``), as PaddleSeg's prepare.sh
+    fills one data folder per mode; PaddleSeg's runner reads these lines as literal paths."""
+    return INFER_ROOT / spec.name
+
+
+def infer_weights(spec: ModelSpec) -> Path:
+    """whole_infer's weights (line 36), converted by prepare.sh. In a folder of their own: PaddleSeg's
+    runner exports next to them (``--out=$(dirname infer_model)``)."""
+    return WEIGHTS_ROOT / spec.name / "model.pdparams"
+
+
 def fields(spec: ModelSpec) -> dict[str, tuple[str, str | None]]:
     """field -> (key, value) of the spec's config; value None: a line without ``:`` (headers, ``##``)."""
     lite = spec.lite
     crop_h, crop_w = lite["crop"]
     lite_flags = f"--model {spec.name} --variant {lite['variant']}"
     lr = f" --lr {lite['lr']}" if "lr" in lite else ""
-    img = {mode: lite_input(spec) if mode == "lite_train_lite_infer" else whole_input(spec) for mode in MODES}
     return {
         "train_header": (LAYOUT[0].key, None),
         "model_name": ("model_name", spec.name),
         "python": ("python", PYTHON),
-        "gpu_list": ("gpu_list", "-1|0|0,1"),
-        "train_device": ("--device", "cpu|gpu|gpu"),
-        "autocast": ("autocast", "fp32"),
+        # CPU only: PaddleSeg's runner runs every gpu_list entry (it skips none), and this port is
+        # certified on CPU machines; a GPU machine adds 0|0,1 and gpu|gpu here (test_tipc/README.md).
+        "gpu_list": ("gpu_list", "-1"),
+        "train_device": ("--device", "cpu"),
+        "autocast": ("--precision", "fp32"),
         "iters": ("--iters", per_mode({mode: lite["iters"] for mode in LITE_MODES})),
         "save_dir": ("--save_dir", ""),
         "batch_size": ("--batch_size", per_mode({mode: lite["batch_size"] for mode in LITE_MODES})),
         "pretrained": ("--weights", "null"),
         "train_model_name": ("train_model_name", "model.pdparams"),
-        "train_infer_img_dir": ("train_infer_img_dir", per_mode({mode: img[mode] for mode in LITE_MODES})),
+        "train_infer_img_dir": ("train_infer_img_dir", str(infer_input(spec))),
         "train_param1": ("--data", str(data_dir(spec))),
         "sep_train": ("##", None),
         "trainer": ("trainer", "norm_train"),
@@ -177,18 +206,19 @@ def fields(spec: ModelSpec) -> dict[str, tuple[str, str | None]]:
         "export1": ("export1", "null"),
         "export2": ("export2", "null"),
         "infer_header": (LAYOUT[INDEX["infer_header"]].key, None),
-        "infer_model": ("infer_model", f"output/weights/{spec.name}.pdparams"),
+        "infer_model": ("infer_model", str(infer_weights(spec))),
         "infer_export": ("infer_export", f"deploy/export.py {spec.name} --variant default --format paddle"),
         "infer_quant": ("infer_quant", "False"),
         "inference": ("inference", "deploy/infer.py"),
-        "infer_device": ("null", "cpu"),  # deploy/infer.py runs on the CPU and has no --device
+        "infer_device": ("--device", "cpu"),
         "enable_mkldnn": ("--enable_mkldnn", INFER_COMBOS["enable_mkldnn"]),
         "cpu_threads": ("--cpu_threads", INFER_COMBOS["cpu_threads"]),
         "infer_batch_size": ("--batch_size", INFER_COMBOS["batch_size"]),
         "use_trt": ("--use_trt", "False"),
-        "infer_precision": ("null", INFER_COMBOS["precision"]),  # fp32 only; infer.py has no --precision
-        "infer_model_dir": ("--model_dir", ""),
-        "image_path": ("--image_path", per_mode({mode: img[mode] for mode in MODES})),
+        "infer_precision": ("--precision", INFER_COMBOS["precision"]),
+        # PaddleSeg's runner passes <export folder>/deploy.yaml here, as PaddleSeg's own infer.py --config
+        "infer_model_dir": ("--config", ""),
+        "image_path": ("--image_path", str(infer_input(spec))),
         "save_log_path": ("--save_log_path", "null"),
         "benchmark": ("--benchmark", "null"),
         "infer_out": ("--out", ""),
@@ -203,24 +233,58 @@ def render(spec: ModelSpec) -> str:
     for line in LAYOUT:
         key, value = values[line.field]
         out.append(key if value is None else f"{key}:{value}")
-    return "\n".join(out) + "\n"
+    text = "\n".join(out) + "\n"
+    parse(text, f"<{spec.name} config>")  # never write what either runner would misread
+    return text
 
 
 def path_for(name: str) -> Path:
     return CONFIG_DIR / name / CONFIG_NAME
 
 
+def is_mode_list(value: str) -> bool:
+    """``mode=value|mode=value`` (any TIPC mode, PaddleSeg's whole_train_whole_infer included)."""
+    return any(item.partition("=")[0] in UPSTREAM_MODES and "=" in item for item in value.split("|"))
+
+
+def upstream_problem(spec: Line, key: str, value: str) -> str | None:
+    """Why PaddleSeg's runner would misread this line (None: it reads it as we do). It splits a
+    line at every ``:`` and keeps the second piece, reads ``mode=value`` lists only on lines 6 and 8
+    (func_parser_params), passes the keys of lines 40 and 41 as ``${key}=${value}`` even when
+    ``null``, passes every other flag line as ``key=value`` (so a key must be a flag or ``null``)
+    and expands shell patterns in a line."""
+    if ":" in value:
+        return "':' inside the value (PaddleSeg's runner keeps only the text up to it)"
+    if any(ch in key + value for ch in "*?["):
+        return "a shell pattern character (*, ? or [): PaddleSeg's runner expands it against file names"
+    if spec.field not in PER_MODE_FIELDS and is_mode_list(value):
+        lines = " and ".join(str(INDEX[f]) for f in PER_MODE_FIELDS)
+        return (f"a mode=value list: PaddleSeg's runner picks per mode only on lines {lines}, here it reads one "
+                "literal string")
+    if spec.field in UNCONDITIONAL_KEY_FIELDS and key == "null":
+        return "key null: PaddleSeg's runner passes this key unconditionally (null=VALUE)"
+    if spec.key is None and key != "null" and not key.startswith("-"):
+        return f"key {key!r} is no flag: both runners would pass the argument {key}=VALUE"
+    return None
+
+
 def parse(text: str, source: str = "<config>") -> dict[str, tuple[str, str]]:
-    """field -> (key, value), read by position like the shell script; ConfigError when a line
-    is missing or a fixed key is not where the layout puts it."""
+    """field -> (key, value), read by position like the shell scripts; ConfigError when a line is
+    missing, a fixed key is not where the layout puts it, or PaddleSeg's runner would misread a line
+    (``upstream_problem``; a blank line, which it skips, shifts every later field)."""
     lines = text.splitlines()
     if len(lines) < len(LAYOUT):
         raise ConfigError(f"{source}: {len(lines)} lines, the layout needs {len(LAYOUT)}")
     out = {}
     for i, (line, spec) in enumerate(zip(lines, LAYOUT)):
         key, _, value = line.partition(":")
+        if not line:
+            raise ConfigError(f"{source}:{i + 1}: blank line (PaddleSeg's runner skips it: every later field would shift)")
         if spec.key is not None and key != spec.key:
             raise ConfigError(f"{source}:{i + 1}: expected key {spec.key!r} ({spec.doc}), found {key!r}")
+        problem = upstream_problem(spec, key, value)
+        if problem:
+            raise ConfigError(f"{source}:{i + 1}: {problem}")
         out[spec.field] = (key, value)
     return out
 

@@ -3,15 +3,21 @@
 #
 #   bash test_tipc/prepare.sh CONFIG MODE
 #
-# every mode:                    the embedded sample data (python -m rsport.data.samples; idempotent)
-# lite_train_whole_infer, whole_infer: the whole-size scene the inference reads (test_tipc/scenes.py)
+# every mode:                    the embedded sample data (python -m rsport.data.samples; idempotent),
+#                                then the mode's inference input into the folder of config line 11
+#                                (line 47 for whole_infer): the sample val scenes for
+#                                lite_train_lite_infer, the whole-size scene otherwise (test_tipc/scenes.py;
+#                                the folder's .mode file names the mode)
 # whole_infer:                   the converted reference weights named on the config's infer_model line
 #                                (python convert/torch2paddle.py MODEL --dst ...), kept when present
+#
+# Run it before each run of another mode: PaddleSeg's runner reads the input folder as it finds it
+# (ours refuses a folder prepared for another mode).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# shellcheck source=test_tipc/common_func.sh
-source "$ROOT/test_tipc/common_func.sh"
+# shellcheck source=test_tipc/tipc_lib.sh
+source "$ROOT/test_tipc/tipc_lib.sh"
 
 tipc_start prepare.sh "$@"
 
@@ -19,17 +25,15 @@ model_name=$(tipc_value "${TIPC_LINES[1]}")
 python=$(tipc_value "${TIPC_LINES[2]}")
 infer_models=$(tipc_value "${TIPC_LINES[36]}")
 if [[ "$MODE" == whole_infer ]]; then
-    images=$(tipc_for_mode "$(tipc_value "${TIPC_LINES[47]}")" "$MODE")
+    images=$(tipc_value "${TIPC_LINES[47]}")
 else
-    images=$(tipc_for_mode "$(tipc_value "${TIPC_LINES[11]}")" "$MODE")
+    images=$(tipc_value "${TIPC_LINES[11]}")
 fi
 
 printf 'prepare %s %s\n' "$model_name" "$MODE"
 "$python" -m rsport.data.samples
 
-if [[ "$MODE" != lite_train_lite_infer ]]; then
-    "$python" test_tipc/scenes.py --model "$model_name" --out "$images"
-fi
+"$python" test_tipc/scenes.py --model "$model_name" --mode "$MODE" --infer-dir "$images"
 
 if [[ "$MODE" == whole_infer ]]; then
     IFS='|' read -r -a weights <<< "$infer_models"

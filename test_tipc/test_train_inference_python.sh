@@ -11,11 +11,17 @@
 #   TIPC_DRY_RUN=1 prints the commands instead of running them; TIPC_GPU_COUNT overrides the
 #   detected number of CUDA devices (GPU entries of the config need that many).
 # Exit status: 0 only when every command and gate succeeded; 1 otherwise; 2 on bad arguments.
+#
+# It builds each command from the config as PaddleSeg's own runner does (the same configs run under
+# both; test_tipc/README.md): `key=value` flags, `null` keys or values left out, per-mode values on
+# lines 6 and 8 only, the model flag of line 46 given the export's deploy.yaml. It adds the gates,
+# skips entries this machine cannot run (listed in skipped.log) and keeps each trained model in
+# its own folder: <entry>/train (weights), <entry>/export (the exported model).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# shellcheck source=test_tipc/common_func.sh
-source "$ROOT/test_tipc/common_func.sh"
+# shellcheck source=test_tipc/tipc_lib.sh
+source "$ROOT/test_tipc/tipc_lib.sh"
 
 tipc_start test_train_inference_python.sh "$@"
 
@@ -26,6 +32,7 @@ python=$(tipc_value "${L[2]}")
 tipc_split "$(tipc_value "${L[3]}")" gpu_list
 train_device_key=$(tipc_key "${L[4]}")
 tipc_split "$(tipc_value "${L[4]}")" train_devices
+autocast_key=$(tipc_key "${L[5]}")
 tipc_split "$(tipc_value "${L[5]}")" autocast_list
 iters_key=$(tipc_key "${L[6]}")
 iters=$(tipc_for_mode "$(tipc_value "${L[6]}")" "$MODE")
@@ -35,9 +42,9 @@ batch=$(tipc_for_mode "$(tipc_value "${L[8]}")" "$MODE")
 pretrain_key=$(tipc_key "${L[9]}")
 pretrain=$(tipc_value "${L[9]}")
 train_model_name=$(tipc_value "${L[10]}")
-train_infer_img=$(tipc_for_mode "$(tipc_value "${L[11]}")" "$MODE")
+train_infer_img=$(tipc_value "${L[11]}")
 train_param1_key=$(tipc_key "${L[12]}")
-train_param1=$(tipc_for_mode "$(tipc_value "${L[12]}")" "$MODE")
+train_param1=$(tipc_value "${L[12]}")
 tipc_split "$(tipc_value "${L[14]}")" trainer_list
 declare -A train_cmd=() export_cmd=()
 for i in 15 16 17 18 19 20; do
@@ -72,18 +79,26 @@ precision_key=$(tipc_key "${L[45]}")
 tipc_split "$(tipc_value "${L[45]}")" precision_list
 model_dir_key=$(tipc_key "${L[46]}")
 image_key=$(tipc_key "${L[47]}")
-infer_img=$(tipc_for_mode "$(tipc_value "${L[47]}")" "$MODE")
+infer_img=$(tipc_value "${L[47]}")
 save_log_key=$(tipc_key "${L[48]}")
 save_log_value=$(tipc_value "${L[48]}")
 benchmark_key=$(tipc_key "${L[49]}")
 benchmark_value=$(tipc_value "${L[49]}")
 infer_out_key=$(tipc_key "${L[50]}")
 infer_param2_key=$(tipc_key "${L[51]}")
-infer_param2=$(tipc_for_mode "$(tipc_value "${L[51]}")" "$MODE")
+infer_param2=$(tipc_value "${L[51]}")
 
 if [[ ! "$model_name" =~ ^[A-Za-z0-9_.-]+$ ]]; then
     printf 'error: %s: line 2 model_name %q is not a model name\n' "$CONFIG" "$model_name" >&2
     exit 2
+fi
+
+if [[ "${TIPC_DRY_RUN:-0}" != 1 ]]; then
+    if [[ "$MODE" == whole_infer ]]; then
+        tipc_check_input "$infer_img" "$MODE"
+    else
+        tipc_check_input "$train_infer_img" "$MODE"
+    fi
 fi
 
 OUTPUT_ROOT=${TIPC_OUTPUT:-test_tipc/output}
@@ -156,7 +171,7 @@ run_inference() {
                             tipc_add cmd "$trt_key" "$trt"
                             tipc_add cmd "$precision_key" "$precision"
                             tipc_add cmd "$infer_batch_key" "$bs"
-                            tipc_add cmd "$model_dir_key" "$model_dir"
+                            tipc_add cmd "$model_dir_key" "$model_dir/deploy.yaml"
                             tipc_add cmd "$image_key" "$images"
                             tipc_add cmd "$save_log_key" "$save_log_value"
                             tipc_add cmd "$benchmark_key" "$benchmark_value"
@@ -236,8 +251,8 @@ else
                 tipc_add cmd "$iters_key" "$iters"
                 tipc_add cmd "$batch_key" "$batch"
                 tipc_add cmd "$pretrain_key" "$pretrain"
+                tipc_add cmd "$autocast_key" "$autocast"
                 tipc_add cmd "$train_param1_key" "$train_param1"
-                [[ "$autocast" == amp ]] && cmd+=(--amp)
                 tipc_run "$entry/train.log" "$model_name" "$status_log" -- "${cmd[@]}"
                 # gate: the lite training lowered the loss
                 tipc_run "$entry/gate_loss.log" "$model_name" "$status_log" -- \

@@ -181,6 +181,40 @@ def test_failed_parity_exits_1_and_writes_nothing(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
 
 
+def test_export_into_an_existing_folder_keeps_other_files(tmp_path, monkeypatch):
+    """PaddleSeg's TIPC runner exports into the training save dir (--out=SAVE_DIR): the trained
+    weights and logs stay, a previous export there is replaced, including its files that the new
+    export does not write. (Stub writers and checks, as above: this is the commit logic.)"""
+    from deploy import exporter
+
+    written = {"paddle_legacy": "legacy/model.pdmodel", "paddle_pir": "model.json"}
+
+    def fake_write(pmodel, spec, stage, formats):
+        artifacts = {}
+        for key, path in written.items():
+            (stage / path).parent.mkdir(exist_ok=True)
+            (stage / path).write_text(key)
+            artifacts[key] = exporter._artifact("paddle", key.split("_")[1], path)
+        return artifacts, {}, {}
+
+    monkeypatch.setattr(exporter, "_write_paddle", fake_write)
+    monkeypatch.setattr(exporter, "_check", lambda *args: {"onednn": {"passed": True, "fixtures": []}})
+    out = tmp_path / "norm_train_gpus_-1_autocast_fp32"
+    training = {"model.pdparams": "trained", "train_log.jsonl": "log", "iter_40/model.pdparams": "checkpoint"}
+    for path, text in training.items():
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        (out / path).write_text(text)
+    exporter.export(rsport.get("factseg50"), out, variant="tiny", formats=("paddle",))
+    assert (out / "legacy" / "model.pdmodel").is_file() and set(config.read(out).data["artifacts"]) == set(written)
+    del written["paddle_legacy"]
+    exporter.export(rsport.get("factseg50"), out, variant="tiny", formats=("paddle",))
+    assert set(config.read(out).data["artifacts"]) == {"paddle_pir"}
+    assert sorted(p.name for p in out.iterdir()) == ["deploy.yaml", "export_report.json", "iter_40", "model.json",
+                                                      "model.pdparams", "train_log.jsonl"]
+    assert {path: (out / path).read_text() for path in training} == training
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no staging leftovers
+
+
 @pytest.mark.parametrize("args, message", [
     (["nosuchmodel", "--out", "OUT"], "unknown model 'nosuchmodel'"),
     (["factseg50", "--out", "OUT", "--format", "onnx,tflite"], "unknown format"),
@@ -348,6 +382,21 @@ def test_infer_bad_input(case, exported, tmp_path):
     assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
     assert sum(line.startswith("error: ") for line in lines) == 1 and "Traceback" not in proc.stderr
     assert not out.exists() or not any(out.iterdir())  # nothing written, not even for good.tif
+
+
+def test_infer_takes_paddleseg_spellings(capsys):
+    """What PaddleSeg's TIPC runner passes: --config DIR/deploy.yaml, --device cpu, --precision fp32."""
+    from deploy import infer
+
+    common = ["--image_path", "a.png", "--save_dir", "out", "--cpu_threads=1", "--enable_mkldnn=False"]
+    args = infer.parse(["--config=exp//deploy.yaml", "--device=cpu", "--precision=fp32", *common])
+    assert (args.model_dir, args.device, args.precision) == (Path("exp"), "cpu", "fp32")
+    assert (args.threads, args.enable_mkldnn) == (1, False)
+    assert infer.parse(["--model_dir", "exp", *common]).model_dir == Path("exp")
+    for bad in (["--device", "gpu"], ["--precision", "fp16"]):
+        with pytest.raises(SystemExit):
+            infer.parse(["--config", "exp", *common, *bad])
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err
 
 
 def test_registry_models_all_have_a_reader():

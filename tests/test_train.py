@@ -220,3 +220,14 @@ def test_resume_configuration_comes_from_the_checkpoint(tmp_path):
         training.resolve_config("paddle", training.build_parser("paddle").parse_args(["--resume", str(folder)]))
     with pytest.raises(training.TrainError, match="nothing left of --iters 4"):
         training.resolve_config("torch", parser.parse_args(["--resume", str(folder), "--iters", "4"]))
+
+
+def test_precision_is_the_paddleseg_tipc_spelling_of_amp(capsys):
+    """PaddleSeg's TIPC runner passes line 5 of a config as --precision=VALUE."""
+    parser = training.build_parser("paddle")
+    assert parser.parse_args([*LITE, "--precision=fp32"]).amp is False
+    assert parser.parse_args([*LITE, "--precision", "bf16"]).amp is True
+    assert parser.parse_args(LITE).amp is None  # unset: the default (or a resumed run's setting)
+    with pytest.raises(SystemExit):
+        parser.parse_args([*LITE, "--precision", "fp16"])
+    assert "invalid choice: 'fp16' (choose from fp32, bf16)" in capsys.readouterr().err

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Helpers shared by prepare.sh and test_train_inference_python.sh: read a TIPC config by line
 # number, resolve per-mode values, build commands as arrays, run them and log their status.
-# Sourced, not run. Safe under `set -euo pipefail`.
+# Sourced, not run. Safe under `set -euo pipefail`. Not named common_func.sh: PaddleSeg's own
+# runner sources test_tipc/common_func.sh, and certification drops its copy next to ours.
 
 TIPC_MODES=(lite_train_lite_infer lite_train_whole_infer whole_infer)
 TIPC_LAYOUT_LINES=52  # python test_tipc/configs.py --layout prints the whole line map
 _rule='==========================='
 # Lines whose key is fixed: a config with a line added or lost is rejected, not misread.
 TIPC_FIXED_KEYS=(
-    [0]="${_rule}train_params${_rule}" [1]=model_name [2]=python [3]=gpu_list [5]=autocast
+    [0]="${_rule}train_params${_rule}" [1]=model_name [2]=python [3]=gpu_list
     [10]=train_model_name [11]=train_infer_img_dir [13]='##' [14]=trainer [15]=norm_train [16]=pact_train
     [17]=fpgm_train [18]=distill_train [21]='##' [22]="${_rule}eval_params${_rule}" [23]=eval [25]='##'
     [26]="${_rule}export_params${_rule}" [29]=norm_export [30]=quant_export [31]=fpgm_export
@@ -31,7 +32,7 @@ tipc_value() {
 }
 
 # tipc_for_mode VALUE MODE: for `mode=value|mode=value` the value of MODE (empty when MODE is
-# not listed); any other VALUE unchanged.
+# not listed); any other VALUE unchanged. Used on lines 6 and 8 only, as PaddleSeg's runner does.
 tipc_for_mode() {
     local value=$1 mode=$2 item found="" all_modes=1
     local -a items
@@ -174,4 +175,17 @@ tipc_start() {
     tipc_read_config "$CONFIG"
     tipc_check_mode "$MODE"
     cd "$ROOT" || exit 2
+}
+
+# tipc_check_input DIR MODE: exit 2 when prepare.sh filled the inference input DIR for another
+# mode (DIR.mode names it). A DIR without that stamp (a folder of your own) is used as it is.
+tipc_check_input() {
+    local stamp="${1%/}.mode" prepared
+    [[ -f "$stamp" ]] || return 0
+    prepared=$(<"$stamp")
+    if [[ "$prepared" != "$2" ]]; then
+        printf 'error: %s holds the inference input of %s, not %s: run bash test_tipc/prepare.sh %s %s first\n' \
+            "$1" "$prepared" "$2" "$CONFIG" "$2" >&2
+        exit 2
+    fi
 }
