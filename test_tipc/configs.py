@@ -27,6 +27,7 @@ from pathlib import Path
 
 import rsport
 from rsport import data
+from rsport.cli import CliError, add_model_args, selected_models
 from rsport.io import Staged
 from rsport.registry import ModelSpec
 
@@ -161,11 +162,14 @@ def infer_weights(spec: ModelSpec) -> Path:
     return WEIGHTS_ROOT / spec.name / "model.pdparams"
 
 
-def fields(spec: ModelSpec) -> dict[str, tuple[str, str | None]]:
-    """field -> (key, value) of the spec's config; value None: a line without ``:`` (headers, ``##``)."""
+def fields(spec: ModelSpec, spec_module: str | None = None) -> dict[str, tuple[str, str | None]]:
+    """field -> (key, value) of the spec's config; value None: a line without ``:`` (headers, ``##``).
+    ``spec_module``: the ``--spec`` that registers a model from outside the zoo (every command loads
+    it first)."""
     lite = spec.lite
     crop_h, crop_w = lite["crop"]
-    lite_flags = f"--model {spec.name} --variant {lite['variant']}"
+    select = (f"--spec {spec_module} " if spec_module else "") + f"--model {spec.name}"
+    lite_flags = f"{select} --variant {lite['variant']}"
     lr = f" --lr {lite['lr']}" if "lr" in lite else ""
     return {
         "train_header": (LAYOUT[0].key, None),
@@ -199,7 +203,7 @@ def fields(spec: ModelSpec) -> dict[str, tuple[str, str | None]]:
         "export_header": (LAYOUT[INDEX["export_header"]].key, None),
         "export_save_dir": ("--out", ""),
         "export_weights": ("--weights", ""),
-        "norm_export": ("norm_export", f"deploy/export.py {spec.name} --variant {lite['variant']} --format paddle"),
+        "norm_export": ("norm_export", f"deploy/export.py {select} --variant {lite['variant']} --format paddle"),
         "quant_export": ("quant_export", "null"),
         "fpgm_export": ("fpgm_export", "null"),
         "distill_export": ("distill_export", "null"),
@@ -207,7 +211,7 @@ def fields(spec: ModelSpec) -> dict[str, tuple[str, str | None]]:
         "export2": ("export2", "null"),
         "infer_header": (LAYOUT[INDEX["infer_header"]].key, None),
         "infer_model": ("infer_model", str(infer_weights(spec))),
-        "infer_export": ("infer_export", f"deploy/export.py {spec.name} --variant default --format paddle"),
+        "infer_export": ("infer_export", f"deploy/export.py {select} --variant default --format paddle"),
         "infer_quant": ("infer_quant", "False"),
         "inference": ("inference", "deploy/infer.py"),
         "infer_device": ("--device", "cpu"),
@@ -226,8 +230,8 @@ def fields(spec: ModelSpec) -> dict[str, tuple[str, str | None]]:
     }
 
 
-def render(spec: ModelSpec) -> str:
-    values = fields(spec)
+def render(spec: ModelSpec, spec_module: str | None = None) -> str:
+    values = fields(spec, spec_module)
     assert list(values) == [line.field for line in LAYOUT], "fields() must follow LAYOUT"
     out = []
     for line in LAYOUT:
@@ -318,12 +322,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="test_tipc/configs.py",
         description="Write (or --check) test_tipc/configs/<model>/train_infer_python.txt for every registered "
-                    "model from the registry, in PaddleSeg's TIPC line layout; --layout prints the line map.",
+                    "model from the registry, in PaddleSeg's TIPC line layout; --layout prints the line map. "
+                    "A model from your own package (--spec) gets its config under --out.",
         epilog="examples:\n"
                "  python test_tipc/configs.py            # rewrite every config\n"
                "  python test_tipc/configs.py --check    # exit 1 if a config differs from the registry\n"
-               "  python test_tipc/configs.py --layout   # which line holds what",
+               "  python test_tipc/configs.py --layout   # which line holds what\n"
+               "  python test_tipc/configs.py --spec my_package.my_spec --out my_tipc/configs",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser, several=True)
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"configs folder (default: {CONFIG_DIR}; required with --spec)")
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 listing every drifted file")
     parser.add_argument("--layout", action="store_true", help="print the line map and exit")
     args = parser.parse_args(argv)
@@ -331,7 +340,20 @@ def main(argv=None) -> int:
         for i, line in enumerate(LAYOUT):
             print(f"{i:3d}  {line.key or '<flag>':<28} {line.doc}")
         return 0
-    names = rsport.names()
+    try:
+        modules = {}
+        for target in args.spec:
+            if ":" in target:
+                raise CliError(f"--spec {target}: give the module (it registers its specs or holds SPEC); "
+                               f"PaddleSeg's runner cuts a config value at ':'")
+            modules.update(dict.fromkeys(rsport.load_spec(target), target))
+        names = (list(modules) if modules and args.model is None
+                 else selected_models(argparse.Namespace(model=args.model, spec=[]), several=True))
+        if modules and args.out is None:
+            raise CliError("--out is required with --spec (the repository's folder holds the zoo's configs)")
+    except CliError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.check:
         problems = check(names)
         for problem in problems:
@@ -341,12 +363,13 @@ def main(argv=None) -> int:
             return 1
         print(f"{len(names)} TIPC configs match the registry")
         return 0
+    folder = ROOT / CONFIG_DIR if args.out is None else args.out
     with Staged() as staged:
         for name in names:
-            staged.path(ROOT / path_for(name)).write_text(render(rsport.get(name)))
+            staged.path(folder / name / CONFIG_NAME).write_text(render(rsport.get(name), modules.get(name)))
         staged.commit()
     for name in names:
-        print(path_for(name))
+        print(folder / name / CONFIG_NAME)
     return 0
 
 
