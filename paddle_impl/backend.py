@@ -384,7 +384,7 @@ def metrics(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore_index:
 
 def set_threads(n: int) -> None:
     """Math threads of this framework (for fair timings)."""
-    paddle.base.core.set_num_threads(n)  # FRAMEWORK-DIFF: paddle has no public setter for dygraph (default 1)
+    paddle.base.core.set_num_threads(n)  # FRAMEWORK-DIFF: no public setter in paddle 3.3.1: paddle.set_flags({'FLAGS_paddle_num_threads': n}) after import has no effect (measured; dygraph keeps 1 thread)
 
 
 # --- training and evaluation (train.py, eval.py) --------------------------------------------------

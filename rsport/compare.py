@@ -1,4 +1,10 @@
-"""Strict array comparison: structure first, then values by max-abs and max-rel; NaN/Inf fail."""
+"""Strict array comparison: structure first, then values; NaN/Inf fail.
+
+The verdict is ``max_abs <= atol + rtol * scale`` with ``max_abs = max |actual - reference|`` and
+``scale = max |reference|`` (the named profile's atol and rtol, rsport/tolerances.py): the largest
+absolute error judged against a bound relative to the tensor's own magnitude, never the mean.
+``max_rel = max_abs / scale`` is reported beside it for reading, not judged.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -24,7 +30,7 @@ class Diff:
 
 def compare(name: str, actual: np.ndarray, reference: np.ndarray, tol: Tolerance,
             matching_nan_ok: bool = False) -> Diff:
-    """Compare ``actual`` against ``reference``; ``max_rel`` is relative to ``max|reference|``.
+    """Compare ``actual`` against ``reference``: passed when ``max_abs <= tol.bound(max|reference|)``.
 
     Shapes and dtypes must match exactly (no broadcasting, no transposing), and a NaN or Inf
     on either side fails whatever its magnitude, unless ``matching_nan_ok`` and both sides

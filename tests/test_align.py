@@ -186,3 +186,30 @@ def test_frozen_parameter_is_named_by_backward(tmp_path):
     result = steps.backward(ctx)
     assert not result.passed and result.first_divergence == "fgfpn.fpn_inner2.weight"
     assert [r.name for r in result.rows if not r.passed] == ["fgfpn.fpn_inner2.weight"]
+
+
+def test_our_diff_logs_never_pass_nan_where_reprod_log_does(tmp_path):
+    """reprod_log 1.0.1's ReprodDiffHelper says "passed" for a NaN result (nan > threshold is False);
+    our verdict fails it, and our diff log says so, under a note that warns about reprod_log."""
+    from reprod_log import ReprodDiffHelper, ReprodLogger
+
+    from rsport.alignment.context import REPROD_LOG_NOTE, StepResult
+    from rsport.compare import compare
+    from rsport.tolerances import get
+
+    good, bad = np.ones(4), np.array([1.0, np.nan, 1.0, 1.0])
+    for name, value in (("torch", good), ("paddle", bad)):
+        logger = ReprodLogger()
+        logger.add("out", value)
+        logger.save(str(tmp_path / f"{name}.npy"))
+    helper = ReprodDiffHelper()
+    helper.compare_info(helper.load_info(str(tmp_path / "torch.npy")), helper.load_info(str(tmp_path / "paddle.npy")))
+    helper.report(path=str(tmp_path / "reprod_diff.log"))
+    assert "diff check passed" in (tmp_path / "reprod_diff.log").read_text()  # the defect, pinned
+
+    ctx = context(tmp_path)
+    result = StepResult.from_rows("forward", [compare("out", bad, good, get("fp64"))])
+    ctx.write_diff_log(result)
+    log = (ctx.dir / "forward_diff.log").read_text()
+    assert not result.passed and REPROD_LOG_NOTE in log
+    assert "check passed: False" in log and log.rstrip().endswith("diff check failed")
