@@ -30,6 +30,7 @@ from rsport.frameworks import adapter
 from rsport.rules import COMMON_RULES, LAYER_OPS, PADDLE, TORCH, Rule, first_match
 
 ROLES = {"running_mean": "mean", "_mean": "mean", "running_var": "var", "_variance": "var"}
+STANDARD = {"weight", "bias", "mean", "var"}
 TORCH_ONLY = {"num_batches_tracked"}
 
 
@@ -45,8 +46,10 @@ class Module:
 
     @property
     def signature(self) -> str:
-        return f"{self.layer_type}(" + ", ".join(f"{role}:{'x'.join(map(str, shape))}"
-                                                 for _, role, shape in sorted(self.tensors, key=lambda t: t[1:])) + ")"
+        """Layer type and the tensors' roles and shapes; a non-standard name (a parameter the port
+        may have renamed) counts by its shape alone."""
+        parts = sorted(f"{role if role in STANDARD else '*'}:{'x'.join(map(str, shape))}" for _, role, shape in self.tensors)
+        return f"{self.layer_type}(" + ", ".join(parts) + ")"
 
 
 @dataclass
