@@ -29,7 +29,7 @@ register(ModelSpec(
     eval_outputs=("prob",),
     train_outputs=("fg_logit", "bi_logit"),
     tolerance="fp32_prob",
-    align_input=(2, 96, 160),
+    align_input=(2, 128, 160),  # layer4 maps 4x5: float32 train-mode gradient noise stays below the profile (3x5: 53% in torch alone)
     taps=("resencoder.resnet.conv1", "resencoder.resnet.bn1", "resencoder.resnet.layer1", "resencoder.resnet.layer2",
           "resencoder.resnet.layer3", "resencoder.resnet.layer4", "fgfpn", "fg_decoder", "fg_cls",
           "bifpn", "bi_decoder", "bi_cls"),
