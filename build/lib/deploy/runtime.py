@@ -1,0 +1,96 @@
+"""Run exported artifacts: Paddle Inference and ONNX Runtime predictors, ``predict(x) -> probs``.
+
+Paddle Inference on CPU (paddle 3.3.1), measured here; deploy/README.md has the numbers:
+
+* legacy ``model.pdmodel`` + ``enable_mkldnn()`` (oneDNN placement of every op, conv+BN+ReLU and
+  conv+add fusion), IR optimisation and memory optimisation on: the default, fastest and
+  correct for every model;
+* PIR ``model.json`` + oneDNN: every interpolate fails in the oneDNN placement
+  (``ConvertPirAttribute2RuntimeAttribute not support [pir::ArrayAttribute<pir::DoubleAttribute>]``),
+  so the placement pass is deleted: the oneDNN fusion passes still turn convolutions into
+  ``onednn_op.fused_conv2d``, the rest runs on plain CPU kernels with layout conversions in
+  between (slower than legacy, faster than no oneDNN). ``enable_memory_optim`` fails on PIR
+  programs in 3.3.1 (``Not find predictor_id 0 and pass_name memory_optimize_pass``), so it is
+  left off there;
+* oneDNN off: plain CPU kernels, about 3x slower;
+* legacy ``model.pdmodel`` + ``enable_openvino_engine(Float32)``: Paddle Inference hands the
+  graph to the OpenVINO CPU plugin shipped inside the paddlepaddle wheel (fp32, the thread
+  count is respected). It fails on PIR programs (the same oneDNN attribute error).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+ENGINES = ("onednn", "native", "openvino")
+
+
+class PaddlePredictor:
+    """A Paddle Inference predictor on CPU.
+
+    Args:
+        model_file, params_file: ``.pdmodel`` (legacy) or ``.json`` (PIR) and ``.pdiparams``.
+        threads: math library threads.
+        engine: ``onednn`` (oneDNN on), ``native`` (oneDNN off) or ``openvino`` (legacy only);
+            see the module docstring for what each means per format.
+    """
+
+    def __init__(self, model_file: Path, params_file: Path, threads: int = 2, engine: str = "onednn"):
+        from paddle import inference
+
+        if engine not in ENGINES:
+            raise ValueError(f"unknown Paddle Inference engine {engine!r}; known: {', '.join(ENGINES)}")
+        self.pir = str(model_file).endswith(".json")
+        config = inference.Config(str(model_file), str(params_file))
+        config.disable_gpu()
+        config.disable_glog_info()
+        config.set_cpu_math_library_num_threads(threads)
+        config.switch_ir_optim(True)
+        if engine == "onednn":
+            config.enable_mkldnn()
+            if self.pir:
+                config.delete_pass("onednn_placement_pass")
+        elif engine == "openvino":
+            # the engine caches its compiled model (~0.25 GB for factseg50) in ./__cache__ unless
+            # told otherwise: a private temporary folder, removed with this predictor
+            self._cache = tempfile.TemporaryDirectory(prefix="rsport-openvino-")
+            config.set_optim_cache_dir(self._cache.name)
+            config.enable_openvino_engine(inference.PrecisionType.Float32)
+        else:
+            config.disable_mkldnn()
+        if not self.pir:
+            config.enable_memory_optim()
+        self.predictor = inference.create_predictor(config)
+        self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        self.output_name = self.predictor.get_output_names()[0]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.float32)
+        self.input.reshape(list(x.shape))
+        self.input.copy_from_cpu(x)
+        self.predictor.run()
+        return self.predictor.get_output_handle(self.output_name).copy_to_cpu()
+
+
+class OrtPredictor:
+    """An ONNX Runtime CPU session (deploy/onnx_tools.py ``session``)."""
+
+    def __init__(self, model_file: Path, threads: int = 2):
+        from deploy.onnx_tools import session
+
+        self.session = session(model_file, threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+
+
+def for_artifact(root: Path, entry: dict, threads: int = 2, engine: str = "onednn"):
+    """The predictor of one ``deploy.yaml`` artifact entry (``engine``: Paddle Inference only)."""
+    model_file = root / entry["model_file"]
+    if entry["runtime"] == "paddle":
+        return PaddlePredictor(model_file, root / entry["params_file"], threads, engine)
+    return OrtPredictor(model_file, threads)
