@@ -147,7 +147,8 @@ class BatchNorm2D(nn.BatchNorm2D):
     - the kernel applies ``epsilon`` as a float32 attribute even to float64 tensors, so 1e-5
       becomes 9.99999974738e-06: float64 outputs move by ~1e-10 where a channel's variance is
       small (FactSeg 1.6e-10, FarSeg 5.2e-9 against the original). In float64 the normalisation
-      is computed here, ``(x - mean) / sqrt(var + eps) * weight + bias`` with the exact epsilon
+      is computed here as torch's CPU kernel does, ``x * alpha + (bias - mean * alpha)`` with
+      ``alpha = weight / sqrt(var + eps)`` and the exact epsilon
       (batch statistics, biased variance, in training; running statistics in eval); float32
       runs paddle's kernel, where the float32 epsilon is what torch's float32 kernel uses too;
     - in training the running variance is updated with the BIASED batch variance (torch:
@@ -168,7 +169,9 @@ class BatchNorm2D(nn.BatchNorm2D):
                 var = ((x - mean) ** 2).mean(axis=axes, keepdim=True)
             else:
                 mean, var = self._mean.reshape(shape), self._variance.reshape(shape)
-            out = (x - mean) / paddle.sqrt(var + self._epsilon) * self.weight.reshape(shape) + self.bias.reshape(shape)
+            # torch's CPU kernel: x * alpha + beta, alpha = weight / sqrt(var + eps), beta = bias - mean * alpha
+            alpha = self.weight.reshape(shape) / paddle.sqrt(var + self._epsilon)
+            out = x * alpha + (self.bias.reshape(shape) - mean * alpha)
             if not self.training:
                 return out
         else:

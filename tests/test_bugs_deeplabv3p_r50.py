@@ -85,8 +85,6 @@ def test_image_pool_align_corners_flipped_is_harmless(tmp_path):
     ctx = context(tmp_path, bug)
     result = steps.forward(ctx)
     assert result.passed
-    rows = {r.name: r for r in result.rows}
-    assert rows["decode_head.pool_resize"].max_abs == rows["decode_head.image_pool"].max_abs  # a pure broadcast
     pooled = ctx.cache["eval"]["paddle_taps"]["decode_head.image_pool"]
     assert pooled.shape[2:] == (1, 1)
     resized = ctx.cache["eval"]["paddle_taps"]["decode_head.pool_resize"]

@@ -46,31 +46,36 @@ def test_non_adaptive_pooling_in_ppm(tmp_path):
 
 def test_align_corners_flipped_in_the_head(tmp_path):
     """align_corners=True in the UPerHead's top-down and level resizes: the PPM and laterals still
-    agree; the first layer fed by a flipped resize is fpn_convs.0, whose conv is named."""
+    agree, fpn_convs.0's input does not. The resizes are weight-free ops in UPerHead's forward, so
+    the head is named (not fpn_convs.0, their first consumer), with its attribute as the cause."""
     def bug(model):
         model.decode_head.align_corners = True
 
     result = steps.forward(context(tmp_path, bug))
-    assert not result.passed and result.first_divergence == "decode_head.fpn_convs.0.conv"
+    assert not result.passed and result.first_divergence == "decode_head"
+    assert result.details["cause"].startswith("align_corners=True on the paddle side, False in torch")
 
 
 def test_align_corners_flipped_in_the_ppm(tmp_path):
-    """The PPM resizes its pooled maps back with its own flag; scale 1 (a 1x1 map) is immune, so
-    the first failing output is branch 1."""
+    """The PPM resizes its pooled maps back with its own flag (scale 1, a 1x1 map, is immune): the
+    PPM is named, with its align_corners attribute as the likely cause."""
     def bug(model):
         model.decode_head.psp_modules.align_corners = True
 
     result = steps.forward(context(tmp_path, bug))
-    assert not result.passed and result.first_divergence == "decode_head.psp_modules[1]"
+    assert not result.passed and result.first_divergence == "decode_head.psp_modules"
+    assert result.details["cause"].startswith("align_corners=True on the paddle side, False in torch")
 
 
 def test_align_corners_flipped_in_the_final_resize(tmp_path):
-    """EncoderDecoder's resize of the logits to the input: every tap agrees, the output does not."""
+    """EncoderDecoder's resize of the logits to the input: every submodule agrees, the output does
+    not; the model's own forward is named, with the attribute as the likely cause."""
     def bug(model):
         model.align_corners = True
 
     result = steps.forward(context(tmp_path, bug))
-    assert not result.passed and result.first_divergence == "output:prob (after the last tap)"
+    assert not result.passed and result.first_divergence.startswith("output:prob ((root) forward")
+    assert result.details["cause"].startswith("align_corners=True on the paddle side, False in torch")
 
 
 @pytest.mark.parametrize("kwargs", [dict(aux_weight=1.0), dict(aux_weight=0.0), dict(avg_non_ignore=True)],
