@@ -192,7 +192,7 @@ def _write_paddle(pmodel, spec, stage: Path, formats) -> tuple[dict, dict, dict]
         artifacts["onnx_paddle"] = _artifact("onnxruntime", "onnx", "model_paddle.onnx",
                                              opset=paddle_export.ONNX_OPSET, source="paddle2onnx of the paddle twin")
         swaps["onnx_paddle"] = changed
-        notes["onnx_paddle"] = {"retyped_interpolate_scales": retyped, "decomposed_channel_softmax": rewritten}
+        notes["onnx_paddle"] = {"retyped_double_attributes": retyped, "decomposed_channel_softmax": rewritten}
     return artifacts, swaps, notes
 
 

@@ -8,11 +8,11 @@ the legacy ``model.pdmodel`` runs with every op on oneDNN and is the fastest CPU
 deploy/README.md). But in 3.3.1 a group of functions is generated as thin ``_C_ops`` wrappers
 that only accept dygraph tensors and PIR values, so ``paddle.jit.save`` under
 ``paddle.pir_utils.OldIrGuard()`` fails with ``sigmoid(): argument (position 1) must be Value,
-but got Variable`` (also ``sum``, ``matmul``, ``gelu``, ...).
+but got Variable`` (also ``sum``, ``matmul``, ``gelu``, ``roll``, ...).
 
 ``legacy_ops()`` is an explicit context manager, used only around the legacy export: while it is
 open, those functions build the classic operator (``sigmoid``, ``reduce_sum``, ``matmul_v2``,
-``gelu``) when they receive a legacy ``Variable``, and call the original otherwise. The
+``gelu``, ``roll``) when they receive a legacy ``Variable``, and call the original otherwise. The
 exported program is then reloaded by Paddle Inference and compared with the dynamic model
 (deploy/exporter.py), which is what proves the substitution.
 """
@@ -66,7 +66,14 @@ def _shims(original: dict) -> dict:
             return original["matmul"](x, y, transpose_x=transpose_x, transpose_y=transpose_y, name=name)
         return _append("matmul_v2", {"X": x, "Y": y}, {"trans_x": transpose_x, "trans_y": transpose_y}, x.dtype)
 
-    return {"sigmoid": sigmoid, "gelu": gelu, "sum": reduce_sum, "matmul": matmul}
+    def roll(x, shifts, axis=None, name=None):
+        if not _is_legacy(x) or axis is None or _is_legacy(shifts):
+            return original["roll"](x, shifts, axis=axis, name=name)
+        shifts = [shifts] if isinstance(shifts, int) else list(shifts)
+        axis = [axis] if isinstance(axis, int) else list(axis)
+        return _append("roll", {"X": x}, {"shifts": shifts, "axis": axis}, x.dtype)
+
+    return {"sigmoid": sigmoid, "gelu": gelu, "sum": reduce_sum, "matmul": matmul, "roll": roll}
 
 
 # (namespace, attribute, shim key): every place the models reach these functions through.
@@ -75,6 +82,7 @@ _TARGETS = (
     (F, "gelu", "gelu"),
     (paddle, "sum", "sum"), (paddle.Tensor, "sum", "sum"), (framework.Variable, "sum", "sum"),
     (paddle, "matmul", "matmul"), (paddle.Tensor, "matmul", "matmul"), (framework.Variable, "matmul", "matmul"),
+    (paddle, "roll", "roll"),  # swin_t_upernet's shifted windows
 )
 
 
@@ -82,7 +90,7 @@ _TARGETS = (
 def legacy_ops():
     """Open: the functions above also build legacy ops; closed: everything is restored."""
     saved = [(owner, attr, owner.__dict__.get(attr, getattr(owner, attr, None))) for owner, attr, _ in _TARGETS]
-    original = {"sigmoid": F.sigmoid, "gelu": F.gelu, "sum": paddle.sum, "matmul": paddle.matmul}
+    original = {"sigmoid": F.sigmoid, "gelu": F.gelu, "sum": paddle.sum, "matmul": paddle.matmul, "roll": paddle.roll}
     shims = _shims(original)
     try:
         for owner, attr, key in _TARGETS:

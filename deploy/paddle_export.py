@@ -120,27 +120,35 @@ def save_legacy(model, spec, prefix: Path) -> list[str]:
 
 
 def retype_double_scales(src: Path, dst: Path) -> int:
-    """Copy a PIR ``.json`` with the interpolate ``scale`` attributes retyped from double to float.
+    """Copy a PIR ``.json`` with the double-typed attributes paddle2onnx misreads retyped to float:
+    the interpolate ``scale`` values and the ``pad_value`` of ``pad3d``.
 
-    paddle2onnx 2.1.0 rejects the double-typed attribute Paddle 3.3.1 writes (``the 0th
-    elementwise MUST be ir::FloatAttribute``). The values are small exact binary fractions (2.0,
-    4.0, ...), so float32 holds them exactly. Paddle itself rejects the copy, which is only
-    paddle2onnx's input and is deleted afterwards. Returns the number of values retyped."""
+    paddle2onnx 2.1.0 rejects the double-typed ``scale`` Paddle 3.3.1 writes (``the 0th
+    elementwise MUST be ir::FloatAttribute``), and it reads a double-typed ``pad3d`` ``pad_value``
+    as a float without complaint, writing garbage as the ONNX Pad constant (measured: 6.7e-43,
+    -1.2e-26 instead of 0.0; swin_t_upernet's window padding). The values are exact in float32
+    (scales 2.0, 4.0, ...; pad value 0.0), which is checked. Paddle itself rejects the copy, which
+    is only paddle2onnx's input and is deleted afterwards. Returns the number of values retyped."""
     program = json.loads(src.read_text())
     count = 0
 
-    def walk(node):
+    def retype(value, what):
         nonlocal count
+        if value.get("#") == "0.a_f64":
+            if float(np.float32(value["D"])) != float(value["D"]):
+                raise ValueError(f"{what} {value['D']} is not exact in float32")
+            value["#"] = "0.a_f32"
+            count += 1
+
+    def walk(node):
         if isinstance(node, dict):
-            if str(node.get("#", "")).endswith("interp"):
-                for attr in node.get("A", []):
-                    if attr.get("N") == "scale":
-                        for value in attr["AT"]["D"]:
-                            if value.get("#") == "0.a_f64":
-                                if float(np.float32(value["D"])) != float(value["D"]):
-                                    raise ValueError(f"interpolate scale {value['D']} is not exact in float32")
-                                value["#"] = "0.a_f32"
-                                count += 1
+            op = str(node.get("#", ""))
+            for attr in node.get("A", []) if op.endswith(("interp", "pad3d")) else []:
+                if op.endswith("interp") and attr.get("N") == "scale":
+                    for value in attr["AT"]["D"]:
+                        retype(value, "interpolate scale")
+                elif op.endswith("pad3d") and attr.get("N") == "pad_value":
+                    retype(attr["AT"], "pad3d pad_value")
             for child in node.values():
                 walk(child)
         elif isinstance(node, list):

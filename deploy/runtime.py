@@ -9,7 +9,11 @@ Paddle Inference on CPU (paddle 3.3.1), measured here; deploy/README.md has the 
   (``ConvertPirAttribute2RuntimeAttribute not support [pir::ArrayAttribute<pir::DoubleAttribute>]``),
   so the placement pass is deleted: the oneDNN fusion passes still turn convolutions into
   ``onednn_op.fused_conv2d``, the rest runs on plain CPU kernels with layout conversions in
-  between (slower than legacy, faster than no oneDNN). ``enable_memory_optim`` fails on PIR
+  between (slower than legacy, faster than no oneDNN). Without the placement pass,
+  ``operator_reshape_onednn_fuse_pass`` must go too: it fuses transpose + reshape (swin_t_upernet's
+  window partition and attention output) into ``fused_transpose``, an op that exists only in the
+  oneDNN dialect, and the predictor then fails to build (``Ctx should have corresponding OpInfo
+  pd_op.fused_transpose``). ``enable_memory_optim`` fails on PIR
   programs in 3.3.1 (``Not find predictor_id 0 and pass_name memory_optimize_pass``), so it is
   left off there;
 * oneDNN off: plain CPU kernels, about 3x slower;
@@ -53,6 +57,7 @@ class PaddlePredictor:
             config.enable_mkldnn()
             if self.pir:
                 config.delete_pass("onednn_placement_pass")
+                config.delete_pass("operator_reshape_onednn_fuse_pass")  # its fused op needs the placement
         elif engine == "openvino":
             # the engine caches its compiled model (~0.25 GB for factseg50) in ./__cache__ unless
             # told otherwise: a private temporary folder, removed with this predictor

@@ -43,7 +43,7 @@ def mask_missing(monkeypatch):
     import paddle_impl.models.swin_upernet as twin
 
     build = twin.shifted_window_mask
-    monkeypatch.setattr(twin, "shifted_window_mask", lambda *args: np.zeros_like(build(*args)))
+    monkeypatch.setattr(twin, "shifted_window_mask", lambda *args: paddle.zeros_like(build(*args)))
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def mask_wrong_windows(monkeypatch):
     import paddle_impl.models.swin_upernet as twin
 
     build = twin.shifted_window_mask
-    monkeypatch.setattr(twin, "shifted_window_mask", lambda *args: np.ascontiguousarray(build(*args)[::-1]))
+    monkeypatch.setattr(twin, "shifted_window_mask", lambda *args: paddle.flip(build(*args), axis=[0]))
 
 
 def index_transposed(model):

@@ -109,9 +109,14 @@ def test_deploy_yaml_names_exactly_the_written_files(name, exported):
     assert (out / "model.json").is_file() and (out / "legacy" / "model.pdmodel").is_file()
 
 
-def test_reloaded_artifacts_agree_on_a_new_size(exported):
-    """Independent of the exporter's own report: every artifact of factseg50 on a size and batch
-    it was not checked on, against the paddle twin built here from the same reference."""
+@pytest.mark.parametrize("name, shape", [
+    ("factseg50", (3, 3, 128, 32)),
+    # not a multiple of the patch (4): patch, window and odd-size merge padding in every stage
+    ("swin_t_upernet", (3, 3, 70, 102)),
+])
+def test_reloaded_artifacts_agree_on_a_new_size(name, shape, exported):
+    """Independent of the exporter's own report: every artifact on a size and batch it was not
+    checked on, against the paddle twin built here from the same reference."""
     from deploy import runtime
     from paddle_impl import backend as pb
     from rsport import tolerances
@@ -119,11 +124,11 @@ def test_reloaded_artifacts_agree_on_a_new_size(exported):
     from rsport.fixtures import image_batch
     from rsport.reference import reference_arrays
 
-    spec = rsport.get("factseg50")
-    out, _ = exported("factseg50")
+    spec = rsport.get(name)
+    out, _ = exported(name)
     pmodel = pb.build(spec, "tiny")
     pb.load_state(pmodel, reference_arrays(spec, "tiny", "paddle", pmodel))
-    x = image_batch(spec, (3, 3, 128, 32), seed=7)
+    x = image_batch(spec, shape, seed=7)
     expected = pb.forward(pmodel, spec, x)["prob"]
     cfg = config.read(out)
     tol = tolerances.get(spec.tolerance)
@@ -131,6 +136,32 @@ def test_reloaded_artifacts_agree_on_a_new_size(exported):
         got = runtime.for_artifact(out, entry, threads=2)(x)
         diff = compare("prob", got, expected, tol)
         assert diff.passed, (key, diff)
+
+
+def test_double_attributes_are_retyped_for_paddle2onnx(tmp_path):
+    """paddle2onnx 2.1.0 rejects double interpolate scales and silently writes garbage as the Pad
+    constant for a double pad3d pad_value (6.7e-43 for 0.0): both are retyped, values kept,
+    other doubles left alone, and a value float32 cannot hold refused."""
+    from deploy.paddle_export import retype_double_scales
+
+    def program(pad_value):
+        return {"ops": [
+            {"#": "1.pad3d", "A": [{"AT": {"#": "0.a_str", "D": "constant"}, "N": "mode"},
+                                   {"AT": {"#": "0.a_f64", "D": pad_value}, "N": "pad_value"}]},
+            {"#": "1.bilinear_interp", "A": [{"N": "scale", "AT": {"#": "0.a_array", "D": [
+                {"#": "0.a_f64", "D": 2.0}, {"#": "0.a_f64", "D": 4.0}]}}]},
+            {"#": "1.scale", "A": [{"AT": {"#": "0.a_f64", "D": 0.1}, "N": "bias"}]}]}
+
+    src, dst = tmp_path / "m.json", tmp_path / "p2o.json"
+    src.write_text(json.dumps(program(0.0)))
+    assert retype_double_scales(src, dst) == 3
+    ops = json.loads(dst.read_text())["ops"]
+    assert ops[0]["A"][1]["AT"] == {"#": "0.a_f32", "D": 0.0}
+    assert ops[1]["A"][0]["AT"]["D"] == [{"#": "0.a_f32", "D": 2.0}, {"#": "0.a_f32", "D": 4.0}]
+    assert ops[2]["A"][0]["AT"] == {"#": "0.a_f64", "D": 0.1}
+    src.write_text(json.dumps(program(0.1)))
+    with pytest.raises(ValueError, match="pad3d pad_value 0.1 is not exact in float32"):
+        retype_double_scales(src, dst)
 
 
 def test_export_from_paddle_weights_through_the_cli(tmp_path):

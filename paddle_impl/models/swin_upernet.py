@@ -22,7 +22,13 @@ Deliberate choices, none of which changes a weight name or a number:
 - ``ape=False``, ``patch_norm=True`` and ``out_indices=(0, 1, 2, 3)`` of the config are fixed (no
   ``absolute_pos_embed``, ``patch_embed.norm`` always, all four stages feed the heads);
 - the shifted-window attention mask (0 / -100, built on the window-padded grid, recomputed every
-  forward as the original does) is built with numpy from the grid size: the same values;
+  forward as the original does) is built with tensor ops from the grid size (arange, comparisons,
+  the window partition; no numpy, no Python loop over regions): the same values;
+- the zero padding to multiples of the patch, of the window and of 2 (patch merging) is a pad by
+  the largest amount (patch - 1, window - 1, 1) followed by a crop to the padded size, and the crop
+  after the attention always runs: the same tensors as the original's ``F.pad`` by size-dependent
+  amounts behind ``if`` tests, but no pad amount and no branch depends on the input size, so one
+  static graph (Paddle, ONNX) serves every input size, with dynamic H and W;
 - the block's spatial size is an argument of its forward instead of the ``blk.H, blk.W`` attributes;
 - SyncBN in the heads is a plain BatchNorm (identical on one device; same keys);
 - forward resizes the logits to the input size (mmseg does it in the loss / at inference).
@@ -98,18 +104,37 @@ def relative_position_index(window_size):
     return (relative[0] * (2 * window_size - 1) + relative[1]).astype(np.int64)
 
 
+def padded_size(size, multiple):
+    """``size`` rounded up to a multiple of ``multiple``; ``size`` may be an int or a shape value of a
+    static graph (a traced / symbolic size), so the same code serves export with dynamic H and W."""
+    return (size + multiple - 1) // multiple * multiple
+
+
+def pad_bottom_right(x, height, width, max_pad):
+    """Zero-pad the (H, W) axes of a (B, H, W, C) map at the bottom / right to ``height`` x ``width``,
+    at most ``max_pad`` more than it has: a fixed pad by ``max_pad``, then a crop. The same tensor as
+    the original's pad by the size-dependent amounts, with no pad amount depending on the size."""
+    x = F.pad(x, [0, max_pad, 0, max_pad], data_format="NHWC")  # FRAMEWORK-DIFF: paddle pads NHWC through data_format
+    return x[:, :height, :width, :]
+
+
+def shift_regions(size, window_size, shift_size):
+    """Region of each row (or column) of a padded grid of ``size``, as the original labels it for the
+    shifted windows: 0 in [0, size - ws), 1 in [size - ws, size - shift), 2 in [size - shift, size)."""
+    index = paddle.arange(size)
+    return (index >= size - window_size).astype(paddle.int64) + (index >= size - shift_size).astype(paddle.int64)  # FRAMEWORK-DIFF: cast API
+
+
 def shifted_window_mask(height, width, window_size, shift_size):
     """[nW, N, N] attention offsets of the shifted windows on the padded (height, width) grid:
     0 where query and key lie in the same region of the rolled map, MASK_VALUE elsewhere. Regions:
-    rows [0, H - ws), [H - ws, H - shift), [H - shift, H), likewise for columns (id = 3 row + col)."""
-    regions = np.zeros((height, width))
-    bands = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
-    for i, rows in enumerate(bands):
-        for j, cols in enumerate(bands):
-            regions[rows, cols] = 3 * i + j
-    ids = regions.reshape(height // window_size, window_size, width // window_size, window_size)
-    ids = ids.transpose(0, 2, 1, 3).reshape(-1, window_size * window_size)
-    return np.where(ids[:, None, :] != ids[:, :, None], MASK_VALUE, 0.0)
+    rows [0, H - ws), [H - ws, H - shift), [H - shift, H), likewise for columns (id = 3 row + col).
+    Built with tensor ops from the grid size (float32 values -100.0 / 0.0, exact in every float type)."""
+    rows = shift_regions(height, window_size, shift_size)
+    cols = shift_regions(width, window_size, shift_size)
+    ids = (3 * rows.unsqueeze(1) + cols.unsqueeze(0)).reshape([1, height, width, 1])  # FRAMEWORK-DIFF: reshape API
+    ids = window_partition(ids, window_size).squeeze(-1)
+    return paddle.where(ids.unsqueeze(1) != ids.unsqueeze(2), MASK_VALUE, 0.0)
 
 
 def drop_path_rates(rate, count):
@@ -198,10 +223,8 @@ class SwinTransformerBlock(nn.Layer):
         batch, _, channels = x.shape
         shortcut = x
         x = self.norm1(x).reshape([batch, height, width, channels])  # FRAMEWORK-DIFF: reshape API
-        pad_r = (self.window_size - width % self.window_size) % self.window_size
-        pad_b = (self.window_size - height % self.window_size) % self.window_size
-        x = F.pad(x, [0, pad_r, 0, pad_b], data_format="NHWC")  # FRAMEWORK-DIFF: paddle pads NHWC through data_format
-        padded_h, padded_w = x.shape[1], x.shape[2]
+        padded_h, padded_w = padded_size(height, self.window_size), padded_size(width, self.window_size)
+        x = pad_bottom_right(x, padded_h, padded_w, self.window_size - 1)
         if self.shift_size > 0:
             x = paddle.roll(x, shifts=(-self.shift_size, -self.shift_size), axis=(1, 2))  # FRAMEWORK-DIFF: dims / axis
         else:
@@ -210,8 +233,7 @@ class SwinTransformerBlock(nn.Layer):
         x = window_reverse(windows, self.window_size, padded_h, padded_w)
         if self.shift_size > 0:
             x = paddle.roll(x, shifts=(self.shift_size, self.shift_size), axis=(1, 2))  # FRAMEWORK-DIFF: dims / axis
-        if pad_r > 0 or pad_b > 0:
-            x = x[:, :height, :width, :]
+        x = x[:, :height, :width, :]
         x = shortcut + self.drop_path(x.reshape([batch, height * width, channels]))  # FRAMEWORK-DIFF: reshape API
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -233,8 +255,7 @@ class PatchMerging(nn.Layer):
     def forward(self, x, height, width):
         batch, _, channels = x.shape
         x = x.reshape([batch, height, width, channels])  # FRAMEWORK-DIFF: reshape API
-        if height % 2 == 1 or width % 2 == 1:
-            x = F.pad(x, [0, width % 2, 0, height % 2], data_format="NHWC")  # FRAMEWORK-DIFF: paddle pads NHWC through data_format
+        x = pad_bottom_right(x, padded_size(height, 2), padded_size(width, 2), 1)
         x0 = x[:, 0::2, 0::2, :]
         x1 = x[:, 1::2, 0::2, :]
         x2 = x[:, 0::2, 1::2, :]
@@ -271,10 +292,9 @@ class BasicLayer(nn.Layer):
 
     def forward(self, x, height, width):
         """Returns (stage output, H, W, next stage's input, next H, next W)."""
-        padded_h = -(-height // self.window_size) * self.window_size
-        padded_w = -(-width // self.window_size) * self.window_size
+        padded_h, padded_w = padded_size(height, self.window_size), padded_size(width, self.window_size)
         mask = shifted_window_mask(padded_h, padded_w, self.window_size, self.shift_size)
-        mask = paddle.to_tensor(mask, dtype=x.dtype)  # FRAMEWORK-DIFF: tensor creation
+        mask = mask.astype(x.dtype)  # FRAMEWORK-DIFF: cast API (paddle: no device)
         for block in self.blocks:
             x = block(x, height, width, mask)
         if self.downsample is None:
@@ -300,12 +320,9 @@ class PatchEmbed(nn.Layer):
         self.norm = LayerNorm(embed_dim, epsilon=LN_EPS)  # FRAMEWORK-DIFF: float64-exact epsilon (paddle_impl/ops.py)
 
     def forward(self, x):
-        height, width = x.shape[2], x.shape[3]
-        pad_w = (self.patch_size - width % self.patch_size) % self.patch_size
-        pad_h = (self.patch_size - height % self.patch_size) % self.patch_size
-        if pad_w > 0 or pad_h > 0:
-            x = F.pad(x, [0, pad_w, 0, pad_h])  # FRAMEWORK-DIFF: pad list spelled per API (NCHW: left, right, top, bottom)
-        x = self.proj(x)
+        padded_h, padded_w = padded_size(x.shape[2], self.patch_size), padded_size(x.shape[3], self.patch_size)
+        x = F.pad(x, [0, self.patch_size - 1, 0, self.patch_size - 1])  # FRAMEWORK-DIFF: pad list spelled per API (NCHW: left, right, top, bottom)
+        x = self.proj(x[:, :, :padded_h, :padded_w])
         grid_h, grid_w = x.shape[2], x.shape[3]
         x = self.norm(x.flatten(2).transpose([0, 2, 1]))  # FRAMEWORK-DIFF: transpose API
         return x.transpose([0, 2, 1]).reshape([-1, self.embed_dim, grid_h, grid_w])  # FRAMEWORK-DIFF: reshape/transpose API
