@@ -4,7 +4,8 @@ For each model and dtype: data, forward, metric, loss, backward, optimizer, trai
 .npy fixtures and the embedded default weights (seeded, randomized BatchNorm statistics) unless
 --torch-ckpt is given. Prints a model x step table, writes DIR/report.json, DIR/report.md with a
 per-tap error plot, each side's results in reprod_log format and <step>_diff.log files, and
-exits 0 only when everything passed (1: a step failed; 2: bad input).
+exits 0 only when everything passed (1: a step failed; 2: bad input: flags, --out, and --torch-ckpt,
+which must be readable and fit the model, are checked before any step).
 """
 import argparse
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from rsport.alignment import DTYPES, STEPS, run_specs
 from rsport.cli import CliError, add_model_args, selected_models
+from rsport.io import OutputError, check_output
 from rsport.registry import VARIANTS
 
 EPILOG = """examples:
@@ -53,15 +55,32 @@ def main(argv=None, default_steps=STEPS) -> int:
         models = selected_models(args, several=True)
         steps = split(args.steps, STEPS, "step")
         dtypes = split(args.dtype, DTYPES, "dtype")
-        if args.torch_ckpt is not None and (len(models) != 1 or not args.torch_ckpt.is_file()):
-            raise CliError(f"--torch-ckpt needs one model and an existing file (got {len(models)} models, "
-                           f"{args.torch_ckpt})")
+        if args.torch_ckpt is not None and len(models) != 1:
+            raise CliError(f"--torch-ckpt is one model's file; got {len(models)} models ({', '.join(models[:4])}"
+                           f"{', ...' if len(models) > 4 else ''})")
         if args.threads < 1:
             raise CliError(f"--threads must be >= 1, got {args.threads}")
+        try:
+            check_output(args.out, "folder", "--out")
+        except OutputError as err:
+            raise CliError(str(err)) from None
     except CliError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from rsport.frameworks import adapter
+
+    if args.torch_ckpt is not None:  # readable and the model's, before any step
+        from rsport.registry import get
+        from rsport.weights import ConversionError, load_for
+
+        tb = adapter("torch")
+        model = tb.build(get(models[0]), args.variant)
+        try:
+            tb.load_state(model, load_for(get(models[0]), model, "torch", args.torch_ckpt))
+        except (ConversionError, tb.StateError) as err:
+            print(f"error: --torch-ckpt: {err}", file=sys.stderr)
+            return 2
+        del model
 
     # paddle's notice on every train-mode BatchNorm call; it says nothing about alignment
     warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")

@@ -34,9 +34,13 @@ def parse(source_side: str, argv, prog: str | None = None) -> argparse.Namespace
                                        "written), 2 bad input", formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser, several=True, positional=True)
     parser.add_argument("--src", type=Path, required=source_side == PADDLE,
-                        help="source checkpoint: a state_dict, a {'model': ...} or {'state_dict': ...} wrapper, "
-                             "'module.' prefixes allowed" + ("" if source_side == PADDLE else
-                                                             " (default: the embedded seeded reference)"))
+                        help="source checkpoint: a state_dict or a training checkpoint that holds one (SimpleCV "
+                             "{'model', 'opt', 'global_step'}, mmseg {'meta', 'state_dict', 'optimizer'}, timm EMA "
+                             "...; extra entries are reported, not converted), 'module.' prefixes allowed"
+                             + ("" if source_side == PADDLE else " (default: the embedded seeded reference)"))
+    parser.add_argument("--key", help="the checkpoint entry that holds the weights, e.g. 'state_dict' to take the "
+                                      "raw weights where EMA weights are present (default: automatic, EMA first; "
+                                      "the choice is reported)")
     parser.add_argument("--dst", type=Path, help="where to write (default: under output/weights/)")
     parser.add_argument("--variant", choices=VARIANTS, default="default",
                         help="model size: 'tiny' is the CI-sized variant (default: %(default)s)")
@@ -67,14 +71,21 @@ def main(source_side: str, argv=None, prog: str | None = None) -> int:
         print("error: --src/--dst name one model's files; they cannot be used with several models", file=sys.stderr)
         return 2
     status = 0
+    destinations = {spec.name: args.dst or core.default_path(spec, args.variant, core.other(source_side))
+                    for spec in specs}
+    try:  # every output path before any work
+        for dst in destinations.values():
+            core.check_destination(dst)
+    except core.ConversionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for spec in specs:
         try:
             src, note = args.src, None
             if src is None:
                 src, note = core.write_reference(spec, args.variant, args.seed)
-            dst = args.dst or core.default_path(spec, args.variant, core.other(source_side))
-            result = core.convert(spec, source_side, src, dst, args.variant, naming=args.naming,
-                                  allow_pickle=getattr(args, "allow_pickle", False), source_note=note)
+            result = core.convert(spec, source_side, src, destinations[spec.name], args.variant, naming=args.naming,
+                                  allow_pickle=getattr(args, "allow_pickle", False), source_note=note, key=args.key)
         except core.ConversionError as err:
             print(f"error: {err}", file=sys.stderr)
             status = max(status, err.exit_code)

@@ -14,15 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rsport import reference, tolerances
-from rsport.checkpoint import hints_for
 from rsport.compare import compare
 from rsport.fixtures import image_batch
 from rsport.frameworks import adapter as backend, other
-from rsport.io import Staged, sha256
+from rsport.io import PATH_ERRNOS, Staged, check_output, describe_os_error, sha256
 from rsport.registry import ModelSpec
 from rsport.rules import PADDLE, TORCH, apply_plan, format_report
-from rsport.weights import (ConversionError, fill_side_only, plan_for, read_source, to_native,  # noqa: F401
-                            translate)  # ConversionError and translate are re-exported for scripts
+from rsport.weights import (ConversionError, failure, fill_side_only, plan_checked, read_source,  # noqa: F401
+                            to_native, translate)  # ConversionError and translate are re-exported for scripts
 
 log = logging.getLogger(__name__)
 
@@ -70,39 +69,59 @@ def forward_parity(spec: ModelSpec, variant: str, torch_arrays: dict, paddle_arr
     return parity
 
 
+def check_destination(dst: Path) -> None:
+    """Refuse, before any work, a ``--dst`` that cannot be written (ConversionError, exit 2)."""
+    from rsport.io import OutputError
+
+    try:
+        check_output(dst, "file", "--dst")
+        check_output(Path(str(dst) + ".manifest.json"), "file", "--dst's manifest")
+    except OutputError as err:
+        raise ConversionError(str(err)) from None
+
+
 def convert(spec: ModelSpec, source_side: str, src: Path, dst: Path, variant: str = "default",
-            naming: str = "auto", allow_pickle: bool = False, source_note: str | None = None) -> Result:
-    """Convert ``src`` (a ``source_side`` checkpoint of ``spec``) into ``dst``; raise ConversionError."""
+            naming: str = "auto", allow_pickle: bool = False, source_note: str | None = None,
+            key: str | None = None) -> Result:
+    """Convert ``src`` (a ``source_side`` checkpoint of ``spec``) into ``dst``; raise ConversionError.
+    ``key``: the checkpoint entry that holds the weights (default: the automatic choice)."""
     start = time.perf_counter()
     target_side = other(source_side)
-    arrays, notes = read_source(src, None if str(src).endswith(".safetensors") else source_side, allow_pickle)
+    check_destination(dst)
+    arrays, notes = read_source(src, None if str(src).endswith(".safetensors") else source_side, allow_pickle, key)
     if source_note:
         notes.insert(0, source_note)
     arrays, naming_notes = to_native(spec, arrays, source_side, naming)
     notes.extend(naming_notes)
-    plan, target, rules = plan_for(spec, arrays, source_side, backend(target_side).build(spec, variant))
+    plan, target, rules, arrays, aside = plan_checked(spec, arrays, source_side,
+                                                      backend(target_side).build(spec, variant))
+    notes.extend(aside)
     if not plan.ok:
         title = f"{src} does not convert to {spec.name} ({variant}, {plan.direction})"
-        raise ConversionError(format_report(plan, title, notes + hints_for(plan, spec.name, arrays)))
+        raise failure(plan, spec, arrays, source_side, title, notes)
     restore = _restorable(src, plan, notes) if plan.recreated else None
     converted = apply_plan(plan, arrays, target, rules, restore)
     result = Result(spec.name, plan.direction, str(src), str(dst), str(dst) + ".manifest.json", notes,
                     plan.counts(), plan.rules_used())
-    with Staged() as staged:
-        tmp = staged.path(dst)
-        backend(target_side).save_file(converted, tmp)
-        written, _ = read_source(tmp, target_side)  # verify what is on disk, not what is in memory
-        torch_arrays, paddle_arrays = (arrays, written) if source_side == TORCH else (written, arrays)
-        result.parity = forward_parity(spec, variant, torch_arrays, paddle_arrays)
-        result.seconds = round(time.perf_counter() - start, 2)
-        dropped = {name: arrays[name] for name, _ in plan.dropped if arrays[name].size <= MAX_KEPT_SIZE}
-        staged.write_json(result.manifest, manifest(spec, variant, result, src, tmp, dropped))
-        failed = [f"{dtype} {name}: " + (d["problem"] or f"max_abs {d['max_abs']:.3g} > {d['bound']:.3g}")
-                  for dtype, p in result.parity.items() for name, d in p["outputs"].items() if not d["passed"]]
-        if failed:
-            raise ConversionError(f"converted {spec.name} but the twins disagree, nothing written: "
-                                  + "; ".join(failed), exit_code=1)
-        staged.commit()
+    try:
+        with Staged() as staged:
+            tmp = staged.path(dst)
+            backend(target_side).save_file(converted, tmp)
+            written, _ = read_source(tmp, target_side)  # verify what is on disk, not what is in memory
+            torch_arrays, paddle_arrays = (arrays, written) if source_side == TORCH else (written, arrays)
+            result.parity = forward_parity(spec, variant, torch_arrays, paddle_arrays)
+            result.seconds = round(time.perf_counter() - start, 2)
+            dropped = {name: arrays[name] for name, _ in plan.dropped if arrays[name].size <= MAX_KEPT_SIZE}
+            staged.write_json(result.manifest, manifest(spec, variant, result, src, tmp, dropped))
+            failed = [f"{dtype} {name}: " + (d["problem"] or f"max_abs {d['max_abs']:.3g} > {d['bound']:.3g}")
+                      for dtype, p in result.parity.items() for name, d in p["outputs"].items() if not d["passed"]]
+            if failed:
+                raise ConversionError(f"converted {spec.name} but the twins disagree, nothing written: "
+                                      + "; ".join(failed), exit_code=1)
+            staged.commit()
+    except OSError as err:  # the checks passed, yet writing failed (a full disk, a folder changed meanwhile)
+        raise ConversionError(f"writing {dst} failed, nothing written: {describe_os_error(err)}",
+                              exit_code=2 if err.errno in PATH_ERRNOS else 1) from None
     return result
 
 
@@ -162,4 +181,8 @@ def write_reference(spec: ModelSpec, variant: str, seed: int | None = None) -> t
     """The embedded default reference (rsport/reference.py: one framework-neutral .safetensors
     file, built on first use) as a conversion source."""
     seed = reference.DEFAULT_SEED if seed is None else seed
-    return reference.ensure(spec, variant, seed, TORCH), reference.describe(seed)
+    try:
+        return reference.ensure(spec, variant, seed, TORCH), reference.describe(seed)
+    except OSError as err:
+        raise ConversionError(f"cannot write the embedded reference {reference.path_for(spec, variant, seed)}: "
+                              f"{describe_os_error(err)}", exit_code=2 if err.errno in PATH_ERRNOS else 1) from None

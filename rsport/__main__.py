@@ -3,4 +3,5 @@ import sys
 
 from rsport.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (tests enumerate rsport's modules) runs nothing
+    sys.exit(main())

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from rsport.cli import add_model_args
-from rsport.io import Staged
+from rsport.io import PATH_ERRNOS, OutputError, Staged, check_output, describe_os_error
 from rsport.registry import VARIANTS
 
 log = logging.getLogger("rsport.eval")
@@ -198,6 +198,10 @@ def resolve_config(tree: str, args: argparse.Namespace) -> EvalConfig:
         raise EvalError(f"--window, --stride and --batch must be >= 1, got {window}, {stride}, {args.batch}")
     suffix = "" if args.variant == "default" else f"_{args.variant}"
     out = args.out or str(OUTPUT_ROOT / f"{spec.name}{suffix}_{tree}.json")
+    try:
+        check_output(out, "file", "--out")
+    except OutputError as err:
+        raise EvalError(str(err)) from None
     return EvalConfig(tree, spec.name, args.variant, args.weights, args.data, args.split, window, stride, flip,
                       DIVISOR, args.batch, out, args.threads or os.cpu_count() or 1, args.device)
 
@@ -221,8 +225,9 @@ def evaluate(cfg: EvalConfig, evaluator, spec, progress: bool = True) -> dict:
     log.info("%s %s (%s) on %s/%s: %d scenes, %s%s", TREES[cfg.tree], cfg.model, cfg.variant, root, cfg.split,
              len(dataset), "whole scenes" if cfg.window >= WHOLE else f"window {cfg.window}, stride {cfg.stride}",
              ", flip" if cfg.flip else "")
-    with tqdm(total=len(dataset), disable=not progress, file=sys.stderr, dynamic_ncols=True, leave=False,
-              desc=f"eval {cfg.model}") as bar:
+    bar = tqdm(total=len(dataset), disable=not progress, file=sys.stderr, dynamic_ncols=True, leave=False,
+               desc=f"eval {cfg.model}")
+    try:
         for i in range(len(dataset)):
             raw, label, _ = dataset.scene(i)
             probs = predict_scene(dataset.normalize(raw), evaluator.predict, spec.num_classes, window=cfg.window,
@@ -230,6 +235,11 @@ def evaluate(cfg: EvalConfig, evaluator, spec, progress: bool = True) -> dict:
             pred = probs.argmax(axis=0).astype(np.int64)
             confusion += evaluator.confusion(pred, np.asarray(label, dtype=np.int64))
             bar.update(1)
+    except Exception:
+        bar.leave = True  # the bar stays where the run stopped and ends its line: the error starts a new one
+        raise
+    finally:
+        bar.close()
     doc = report(confusion, names, {
         "model": cfg.model, "variant": cfg.variant, "framework": cfg.tree, "scenes": len(dataset),
         "data": str(root), "config": asdict(cfg), "seconds": round(time.perf_counter() - start, 2)})
@@ -259,6 +269,9 @@ def main(tree: str, make_evaluator, argv=None) -> int:
     except CheckError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # the checks passed, yet writing failed (e.g. a full disk)
+        print(f"error: writing failed: {describe_os_error(err)}", file=sys.stderr)
+        return 2 if err.errno in PATH_ERRNOS else 1
     print(format_table(doc))
     print(f"mIoU {100 * doc['miou']:.2f}  ->  {cfg.out}" if doc["miou"] is not None else f"-> {cfg.out}")
     return 0

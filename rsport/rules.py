@@ -395,12 +395,13 @@ def apply_plan(plan: Plan, arrays: Mapping[str, np.ndarray], target: Mapping[str
     return out
 
 
-def format_report(plan: Plan, title: str, hints: Iterable[str] = (), limit: int = 12) -> str:
-    """Grouped, human-readable account of a failed plan."""
+def format_report(plan: Plan, title: str, hints: Iterable[str] = (), limit: int = 12, lead: str = "") -> str:
+    """Grouped, human-readable account of a failed plan; ``lead`` ends the first line (the likely cause)."""
     c = plan.counts()
     lines = [f"{title}: {c['missing']} missing, {c['unexpected']} unexpected, "
              f"{c['mismatched']} shape/dtype mismatches, {c['conflicts']} conflicts "
-             f"({c['source']} source tensors, {c['target']} target tensors, {c['mapped']} mapped)"]
+             f"({c['source']} source tensors, {c['target']} target tensors, {c['mapped']} mapped)"
+             + (f"; {lead}" if lead else "")]
 
     def group(header: str, rows: list[str]) -> None:
         if not rows:

@@ -269,10 +269,13 @@ class Window:
 class TrainLog:
     """``train_log.jsonl``: one JSON object per iteration (iter, epoch, loss, lr), flushed each line.
     On resume the file keeps the lines up to the checkpoint's iteration (taken from the save dir's
-    log, else from the log beside the checkpoint), so it reads like one uninterrupted run."""
+    log, else from the log beside the checkpoint), so it reads like one uninterrupted run.
+    ``rollback()`` puts the save dir back as it was before (a run that fails before its first
+    checkpoint leaves nothing behind)."""
 
     def __init__(self, path: Path, start_iter: int = 0, previous: Path | None = None):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.before = path.read_bytes() if path.is_file() else None
         kept = []
         if start_iter:
             for source in (path, previous):
@@ -281,6 +284,11 @@ class TrainLog:
                             if line.strip() and json.loads(line)["iter"] <= start_iter]
                     if kept:
                         break
+        self.created: list[Path] = []
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            self.created.append(folder)
+            folder = folder.parent
         with Staged() as staged:
             staged.path(path).write_text("".join(line + "\n" for line in kept))
             staged.commit()
@@ -293,6 +301,22 @@ class TrainLog:
     def close(self) -> None:
         self.file.close()
 
+    def rollback(self) -> None:
+        """Restore the log as it was before this run (remove it, and the folders created for it,
+        if there was none); never raises, so the error that caused it is the one reported."""
+        self.close()
+        try:
+            if self.before is None:
+                self.path.unlink(missing_ok=True)
+                for folder in self.created:
+                    folder.rmdir()
+            else:
+                with Staged() as staged:
+                    staged.path(self.path).write_bytes(self.before)
+                    staged.commit()
+        except OSError as err:
+            log.warning("warning: could not restore %s: %s", self.path, err)
+
 
 def read_log(path: str | os.PathLike) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
@@ -303,16 +327,36 @@ def checkpoint_dir(save_dir: str | os.PathLike, iteration: int) -> Path:
 
 
 # --- the run ------------------------------------------------------------------------------------
-def train(cfg: TrainConfig, engine, spec, progress: bool = True) -> list[float]:
+def open_data(cfg: TrainConfig, spec):
+    """The training set of a run (layout, image/label pairs and sizes checked; DataError)."""
+    from rsport import data
+
+    root = Path(cfg.data) if cfg.data is not None else data.default_root(spec)
+    return data.build_dataset(spec, root, "train", crop=tuple(cfg.crop), seed=cfg.seed)
+
+
+def check_data(dataset, cfg: TrainConfig) -> None:
+    """Read every training scene (images and labels, label values included) before anything is
+    written; DataError names the first bad file. All of them, not only those the first
+    iterations draw: wrong data is refused whatever the run's length, and every rank of a
+    multi-process run stops on the same error. Costs one decoding pass over the training set
+    (threads)."""
+    start = time.perf_counter()
+    n = dataset.check(workers=max(1, min(cfg.threads, 8)))
+    log.info("checked %d training scenes (images, labels, label values) in %.1f s", n, time.perf_counter() - start)
+
+
+def train(cfg: TrainConfig, engine, spec, progress: bool = True, dataset=None) -> list[float]:
     """The loop: batches from ``rsport.data``, ``engine.step``, logs, checkpoints, final weights.
-    Returns this process's logged losses."""
+    The training data is checked before anything is written; a run that fails before its
+    first checkpoint puts the save dir back as it was. Returns this process's logged losses."""
     from tqdm import tqdm
 
     from rsport import data
 
     main_process = engine.rank == 0
-    root = Path(cfg.data) if cfg.data is not None else data.default_root(spec)
-    dataset = data.build_dataset(spec, root, "train", crop=tuple(cfg.crop), seed=cfg.seed)
+    dataset = open_data(cfg, spec) if dataset is None else dataset
+    check_data(dataset, cfg)
     iters_per_epoch = max(1, len(dataset) // (cfg.batch_size * engine.world_size))
     loader = data.Loader(dataset, cfg.batch_size, seed=cfg.seed, shuffle=True, drop_last=True,
                          num_workers=cfg.num_workers, start_iter=cfg.start_iter, rank=engine.rank,
@@ -323,14 +367,15 @@ def train(cfg: TrainConfig, engine, spec, progress: bool = True) -> list[float]:
         previous = Path(cfg.resume).parent / LOG_FILE if cfg.resume else None
         train_log = TrainLog(save_dir / LOG_FILE, cfg.start_iter, previous)
         log.info("%s %s (%s) on %s: %d train samples, iters %d..%d, batch %d x %d, crop %s, lr %g, seed %d%s",
-                 TREES[cfg.tree], cfg.model, cfg.variant, root, len(dataset), cfg.start_iter + 1, cfg.iters,
-                 cfg.batch_size, engine.world_size, "x".join(map(str, cfg.crop)), cfg.lr, cfg.seed,
-                 f", resumed from {cfg.resume}" if cfg.resume else "")
+                 TREES[cfg.tree], cfg.model, cfg.variant, cfg.data or data.default_root(spec), len(dataset),
+                 cfg.start_iter + 1, cfg.iters, cfg.batch_size, engine.world_size, "x".join(map(str, cfg.crop)),
+                 cfg.lr, cfg.seed, f", resumed from {cfg.resume}" if cfg.resume else "")
     bar = tqdm(total=cfg.iters, initial=cfg.start_iter, disable=not (progress and main_process), file=sys.stderr,
                dynamic_ncols=True, leave=False, desc=f"train {cfg.model}")
     window, losses = Window(), []
     batches = iter(loader)
     iteration, tic = cfg.start_iter, time.perf_counter()
+    last_saved = None
     try:
         while iteration < cfg.iters:
             x, y = next(batches)
@@ -339,8 +384,9 @@ def train(cfg: TrainConfig, engine, spec, progress: bool = True) -> list[float]:
             loss, lr = engine.step(x, y, step_seed(cfg.seed, iteration, engine.rank))
             loss = engine.mean(loss)
             if not math.isfinite(loss):
-                raise TrainFailure(f"loss is {loss} at iteration {iteration} (lr {lr:g}): training diverged; the "
-                                   f"last checkpoint is under {save_dir}")
+                raise TrainFailure(f"loss is {loss} at iteration {iteration} (lr {lr:g}): training diverged; "
+                                   + (f"the last checkpoint is {last_saved}" if last_saved else
+                                      f"no checkpoint was saved, {save_dir} is as it was"))
             losses.append(loss)
             window.add(loss, time.perf_counter() - tic, reader_cost, len(x))
             epoch = (iteration - 1) // iters_per_epoch + 1
@@ -353,9 +399,15 @@ def train(cfg: TrainConfig, engine, spec, progress: bool = True) -> list[float]:
                     bar.write(line, file=sys.stderr)
                     window.reset()
                 if iteration % cfg.save_interval == 0 or iteration == cfg.iters:
-                    save_checkpoint(cfg, engine, iteration)
+                    last_saved = save_checkpoint(cfg, engine, iteration)
             bar.update(1)
             tic = time.perf_counter()
+    except Exception:
+        bar.leave = True  # the bar stays where the run stopped and ends its line: the error starts a new one
+        bar.close()
+        if train_log is not None and last_saved is None:
+            train_log.rollback()
+        raise
     finally:
         bar.close()
         if train_log is not None:
@@ -389,9 +441,12 @@ def setup_logging() -> None:
 
 
 def main(tree: str, make_engine, argv=None) -> int:
-    """The whole command line of ``<tree>/train.py``: parse, resolve, build, train; bad input ->
-    one ``error:`` line and exit 2."""
+    """The whole command line of ``<tree>/train.py``: parse, resolve, check, build, train; bad
+    input -> one ``error:`` line and exit 2, with nothing created: the flags, the save folder,
+    the data (every scene the run reads) and the weights are checked before the first file is
+    written."""
     from rsport import data
+    from rsport.io import PATH_ERRNOS, OutputError, check_output, describe_os_error
 
     args = build_parser(tree).parse_args(argv)
     setup_logging()
@@ -401,15 +456,20 @@ def main(tree: str, make_engine, argv=None) -> int:
         from rsport.registry import get as get_spec
 
         spec = get_spec(cfg.model)
+        check_output(cfg.save_dir, "folder", "--save-dir")
+        dataset = open_data(cfg, spec)
         engine = make_engine(spec, cfg)
         if engine.rank == 0:
             for note in notes:
                 log.warning("warning: %s", note)
-        train(cfg, engine, spec)
-    except (TrainError, data.DataError, UnknownModelError) as err:
+        train(cfg, engine, spec, dataset=dataset)
+    except (TrainError, data.DataError, UnknownModelError, OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainFailure as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # the checks passed, yet writing failed (e.g. a full disk)
+        print(f"error: writing failed: {describe_os_error(err)}", file=sys.stderr)
+        return 2 if err.errno in PATH_ERRNOS else 1
     return 0

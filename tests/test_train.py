@@ -231,3 +231,21 @@ def test_precision_is_the_paddleseg_tipc_spelling_of_amp(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args([*LITE, "--precision", "fp16"])
     assert "invalid choice: 'fp16' (choose from fp32, bf16)" in capsys.readouterr().err
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_the_save_dir_as_it_was(tmp_path):
+    """TrainLog.rollback: a new save dir disappears (with the folders made for it); on resume
+    the log, truncated to the checkpoint's iteration at the start, gets its old bytes back."""
+    path = tmp_path / "new" / "run" / training.LOG_FILE
+    log = training.TrainLog(path)
+    log.write(iter=1, epoch=1, loss=1.0, lr=0.1)
+    log.rollback()
+    assert list(tmp_path.iterdir()) == []
+    path = tmp_path / training.LOG_FILE
+    path.write_text("".join(json.dumps({"iter": k, "epoch": 1, "loss": 1.0, "lr": 0.1}) + "\n" for k in (1, 2, 3)))
+    before = path.read_bytes()
+    log = training.TrainLog(path, start_iter=1)
+    assert [r["iter"] for r in training.read_log(path)] == [1]
+    log.write(iter=2, epoch=1, loss=2.0, lr=0.1)
+    log.rollback()
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [training.LOG_FILE]

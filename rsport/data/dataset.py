@@ -235,6 +235,16 @@ class SegDataset:
             if s in self._cache:
                 self._cache.move_to_end(s)
                 return self._cache[s]
+        image, label = self._read(s)
+        with self._lock:
+            self._cache[s] = (image, label)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return image, label
+
+    def _read(self, s: int):
+        """Scene ``s`` from disk, checked: the image decodes, the label decodes and holds only
+        classes and ignore, and both have the scanned size."""
         scene = self.scenes[s]
         if self.dataset == "isaid":
             image = read_image(scene.image).transpose(2, 0, 1)
@@ -245,11 +255,40 @@ class SegDataset:
         if label.shape[:2] != image.shape[1:] or label.shape[:2] != (scene.height, scene.width):
             raise DataError(f"{scene.label}: label {label.shape[0]}x{label.shape[1]} does not match "
                             f"{scene.image} ({image.shape[1]}x{image.shape[2]})")
-        with self._lock:
-            self._cache[s] = (image, label)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
         return image, label
+
+    def scene_of(self, index: int) -> int:
+        """The scene that sample ``index`` comes from."""
+        return self.items[index][0] if self.split == "train" else index
+
+    def check(self, scenes=None, workers: int = 1) -> int:
+        """Read the given scenes (default: all) the way training does, without caching them, and
+        raise DataError naming the first bad file in scene order: an image or label that does
+        not decode, a label value that is neither a class nor ignore, a size mismatch. Returns
+        the number of scenes checked. ``workers``: reader threads (decoding releases the GIL)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        scenes = list(range(len(self.scenes)) if scenes is None else scenes)
+
+        def one(s: int) -> None:
+            try:
+                self._read(s)
+            except DataError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a decoder can raise anything: name the files
+                raise DataError(f"{self.scenes[s].image} / {self.scenes[s].label}: {type(exc).__name__}: {exc}") from exc
+
+        if workers > 1 and len(scenes) > 1:
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="rsport-check")
+            try:
+                for _ in pool.map(one, scenes):  # results in order: the first bad scene's error
+                    pass
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        else:
+            for s in scenes:
+                one(s)
+        return len(scenes)
 
     def _isaid_label(self, path: Path) -> np.ndarray:
         colored = path.stem.endswith(ISAID_MASK_SUFFIX)
