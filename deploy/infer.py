@@ -134,7 +134,7 @@ def settings_of(args, cfg, key: str, window: int, stride: int) -> dict:
     return {"model_dir": str(Path(args.model_dir).resolve()), "deploy_yaml_sha256": sha256(cfg.root / "deploy.yaml"),
             "backend": args.backend, "precision": args.precision, "artifact": key, "window": window, "stride": stride,
             "tta": bool(args.tta), "save_prob": bool(args.save_prob), "preview_max": args.preview_max,
-            "enable_mkldnn": bool(args.enable_mkldnn)}
+            "enable_mkldnn": bool(args.enable_mkldnn), "batch": args.batch, "threads": args.threads}
 
 
 def finished(summary_path: Path, settings: dict, source: Path) -> dict | None:
