@@ -88,11 +88,14 @@ def trained_weights(spec, variant: str = "default", root: Path = GATE_ROOT, data
 # --- the gate ---------------------------------------------------------------------------------
 MIN_AGREEMENT = 0.999  # share of pixels whose class equals fp32's
 MAX_MIOU_DELTA = 0.1  # |mIoU - fp32 mIoU| in points, against the scenes' labels
-# Widest fp32 top-2 probability margin at which a reduced-precision class may differ from fp32's.
-# Calibrated on the trained gate weights of every registered model (deploy/README.md has the
-# measured figures per model and artifact); a deliberately mis-calibrated int8 model disagrees at
-# margins near 1.
-MARGIN_BOUND = {"bf16": 0.05, "int8": 0.2}
+# Widest fp32 top-2 probability margin at which a reduced-precision class may differ from fp32's,
+# calibrated on the gate weights (deploy/README.md has every figure):
+# * bf16: torch's own bf16 autocast (correct bf16 arithmetic, no deploy code involved) flips
+#   classes at fp32 margins up to 0.088 (upernet_r50; factseg50 0.040, vit_s16_upernet 0.025,
+#   farseg50 and deeplabv3p_r50 none); OpenVINO bf16 up to 0.088 too. Bound 0.1.
+# * int8: the static int8 candidates (ONNX Runtime, OpenVINO) flip at up to 0.16 on factseg50;
+#   a mis-calibrated model (every convolution including the logits, MinMax) at 0.78. Bound 0.2.
+MARGIN_BOUND = {"bf16": 0.1, "int8": 0.2}
 
 
 @dataclass
