@@ -12,15 +12,26 @@ warnings.filterwarnings("ignore", message="No ccache found")  # paddle's import-
 
 EXAMPLES = """examples:
   python deploy/infer.py --model-dir output/deploy/factseg50 --input scene.tif --out output/infer
-  python deploy/infer.py --model-dir output/deploy/factseg50 --input images/ --out output/infer --backend onnxruntime --tta
+  python deploy/infer.py --model-dir output/deploy/factseg50 --input scenes/ --out output/infer --backend openvino --precision int8
+  python deploy/infer.py --model-dir output/deploy/factseg50 --input scenes.txt --out output/infer --backend onnxruntime --tta
   python deploy/infer.py --model_dir output/deploy/factseg50 --image_path a.png --save_dir out --cpu_threads 2 --enable_mkldnn true
 
+backends x precisions (deploy.yaml must hold the gated artifact: deploy/export.py --precision):
+  paddle            fp32 (Paddle Inference, oneDNN unless --enable-mkldnn false)
+  paddle_openvino   fp32 (Paddle Inference with its built-in OpenVINO engine)
+  onnxruntime       fp32, int8
+  openvino          fp32, bf16, int8 (the OpenVINO runtime; AMX where the CPU has it)
+
 per input <name>:
-  <name>_class.tif   class ids (uint8), the input's CRS and transform (GeoTIFF input)
-  <name>_class.png   class ids (uint8) for PNG/JPEG/plain TIFF input
-  <name>_color.png   color preview (palette from deploy.yaml), at most --preview-max pixels per side
-  <name>_prob.tif    with --save-prob: float32 probabilities, one band per class
-exit status: 0 success, 2 bad input (nothing written)"""
+  <name>_class.tif     class ids (uint8), the input's CRS and transform (GeoTIFF input)
+  <name>_class.png     class ids (uint8) for PNG/JPEG/plain TIFF input
+  <name>_color.png     color preview (palette from deploy.yaml), at most --preview-max pixels per side
+  <name>_prob.tif      with --save-prob: float32 probabilities, one band per class
+  <name>_summary.json  written last: seconds, Mpx/s, class histogram, the outputs' sha256, the settings
+resume: a scene whose summary exists, whose outputs match their sha256 and whose settings are the
+same is skipped (nothing rewritten); a scene killed midway has no summary and is predicted again.
+exit status: 0 success, 1 a scene failed while predicting (finished scenes stay), 2 bad input
+(nothing written)"""
 
 
 def str2bool(value: str) -> bool:
@@ -39,30 +50,39 @@ def model_dir_arg(value: str) -> Path:
 
 
 def parse(argv=None) -> argparse.Namespace:
+    from deploy.precision import PRECISIONS, SUPPORT
+
     parser = argparse.ArgumentParser(
         prog="deploy/infer.py",
         description="Predict class maps of whole scenes with an exported model (deploy/export.py): the original "
                     "sliding-window evaluation (window grid, zero padding to a multiple of 32, probabilities "
                     "averaged over overlaps) with batched windows, streamed so that memory stays bounded: "
-                    "windows are read from GeoTIFFs one by one and finished rows are written out at once.",
+                    "windows are read from GeoTIFFs one by one and finished rows are written out at once. "
+                    "Many scenes: a folder or a list file; finished scenes are skipped on a rerun.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", "--model_dir", "--config", dest="model_dir", type=model_dir_arg, required=True,
                         help="directory written by deploy/export.py, or its deploy.yaml (--config, as PaddleSeg's "
                              "infer.py and TIPC runner pass it)")
     parser.add_argument("--device", choices=("cpu",), default="cpu",
                         help="where to run; Paddle Inference runs on the CPU here (default: %(default)s)")
-    parser.add_argument("--precision", choices=("fp32",), default="fp32",
-                        help="inference precision (default: %(default)s)")
     parser.add_argument("--input", "--image_path", "--image-path", dest="input", nargs="+", required=True,
-                        help="images (PNG/JPEG/BMP/TIFF/GeoTIFF) or folders of them")
+                        help="images (PNG/JPEG/BMP/TIFF/GeoTIFF), folders of them, or .txt files listing them "
+                             "(one path per line, relative to the list's folder)")
     parser.add_argument("--out", "--save_dir", "--save-dir", dest="out", type=Path, required=True,
                         help="output directory")
-    parser.add_argument("--backend", choices=("paddle", "onnxruntime", "openvino"), default="paddle",
-                        help="paddle: Paddle Inference (oneDNN unless --enable-mkldnn false); onnxruntime: ONNX "
-                             "Runtime; openvino: Paddle Inference with its OpenVINO engine (default: %(default)s)")
+    parser.add_argument("--backend", choices=tuple(SUPPORT), default="paddle",
+                        help="paddle: Paddle Inference (oneDNN unless --enable-mkldnn false); paddle_openvino: Paddle "
+                             "Inference with its OpenVINO engine; onnxruntime: ONNX Runtime; openvino: the OpenVINO "
+                             "runtime on the ONNX files (default: %(default)s)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32, or a gated reduced precision the backend runs: bf16 (openvino), int8 "
+                             "(onnxruntime, openvino) (default: %(default)s)")
+    parser.add_argument("--allow-fallback", action="store_true",
+                        help="where the CPU lacks the precision's instructions, run fp32 instead (and say so) "
+                             "rather than stop")
     parser.add_argument("--artifact", default=None,
-                        help="artifact key from deploy.yaml instead of the backend's default "
-                             "(paddle: paddle_legacy | paddle_pir; onnxruntime: onnx_paddle | onnx_torch)")
+                        help="fp32 only: artifact key from deploy.yaml instead of the backend's default "
+                             "(paddle: paddle_legacy | paddle_pir; onnxruntime, openvino: onnx_paddle | onnx_torch)")
     parser.add_argument("--window", type=int, default=None,
                         help="window size in pixels (default: deploy.yaml's, 896 for the iSAID models)")
     parser.add_argument("--stride", type=int, default=None,
@@ -73,34 +93,107 @@ def parse(argv=None) -> argparse.Namespace:
                         help="CPU math threads (default: %(default)s)")
     parser.add_argument("--enable-mkldnn", "--enable_mkldnn", dest="enable_mkldnn", type=str2bool, default=True,
                         help="oneDNN in Paddle Inference: true or false (default: %(default)s)")
+    parser.add_argument("--overlap", type=str2bool, default=True,
+                        help="read the next windows and write finished rows in helper threads while the model "
+                             "runs: true or false (default: %(default)s)")
     parser.add_argument("--tta", action="store_true",
                         help="flip test-time augmentation: mean over identity, horizontal and vertical flips")
     parser.add_argument("--save-prob", "--save_prob", dest="save_prob", action="store_true",
                         help="also write the probability map (float32, one band per class)")
     parser.add_argument("--preview-max", type=int, default=4096,
                         help="longest side of the color preview; larger scenes are subsampled (default: %(default)s)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="predict every scene again, even those already finished and verified")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
 
+def select(args, cfg) -> tuple[str, dict, str, str]:
+    """(artifact key, entry, engine, precision actually run) for the backend and precision asked."""
+    from deploy import config
+
+    if args.precision == "fp32":
+        if args.backend not in cfg.data["runtimes"]:
+            raise config.DeployError(f"{args.model_dir}: backend {args.backend} not exported "
+                                     f"(deploy.yaml has {', '.join(cfg.data['runtimes'])}); re-export with --format")
+        runtime_name = "paddle" if args.backend.startswith("paddle") else "onnxruntime"
+        key, entry = cfg.runtime_artifact(runtime_name, args.artifact or cfg.data["runtimes"][args.backend]["artifact"])
+    else:
+        if args.artifact:
+            raise config.DeployError(f"--artifact is for fp32; --precision {args.precision} runs the gated artifact")
+        gated = cfg.data.get("reduced_precision", {}).get(args.precision, {})
+        if args.backend not in gated:
+            have = [f"{b} {p}" for p, backends in cfg.data.get("reduced_precision", {}).items() for b in backends]
+            raise config.DeployError(f"{args.model_dir}: no gated {args.precision} artifact for {args.backend} "
+                                     f"(deploy.yaml has: {', '.join(have) or 'fp32 only'}); run deploy/export.py "
+                                     f"--precision {args.precision}")
+        key = gated[args.backend]["artifact"]
+        entry = cfg.artifact(key)
+    engine = ("openvino" if args.backend == "paddle_openvino" else "onednn" if args.enable_mkldnn else "native")
+    if engine == "openvino" and entry["format"] != "legacy":
+        raise config.DeployError(f"the OpenVINO engine of Paddle Inference runs the legacy program only, not {key}")
+    return key, entry, engine, args.precision
+
+
+def settings_of(args, cfg, key: str, window: int, stride: int) -> dict:
+    """What decides a scene's outputs: a finished scene is reused only under the same settings."""
+    from rsport.io import sha256
+
+    return {"model_dir": str(Path(args.model_dir).resolve()), "deploy_yaml_sha256": sha256(cfg.root / "deploy.yaml"),
+            "backend": args.backend, "precision": args.precision, "artifact": key, "window": window, "stride": stride,
+            "tta": bool(args.tta), "save_prob": bool(args.save_prob), "preview_max": args.preview_max,
+            "enable_mkldnn": bool(args.enable_mkldnn), "batch": args.batch, "threads": args.threads}
+
+
+def finished(summary_path: Path, settings: dict, source: Path) -> dict | None:
+    """The summary of a scene finished under ``settings`` whose outputs still verify, else None."""
+    import json
+
+    from rsport.io import sha256
+
+    if not summary_path.is_file():
+        return None
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        return None
+    stat = source.stat()
+    if summary.get("settings") != settings or summary.get("source") != {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}:
+        return None
+    for item in summary.get("outputs", {}).values():
+        path = Path(item["path"])
+        if not path.is_file() or sha256(path) != item["sha256"]:
+            return None
+    return summary
+
+
+def remove_stale(out: Path, stem: str) -> None:
+    """Temporary files of a run that was killed while writing this scene."""
+    for path in out.glob(f".{stem}_*.tmp-*"):
+        path.unlink(missing_ok=True)
+
+
 def run(args) -> list[dict]:
-    """Check every input, then predict and write; raises DeployError for bad input."""
+    """Check every input, then predict and write scene by scene; raises DeployError for bad input."""
+    import json
+
     from tqdm import tqdm
 
-    from deploy import config, runtime, sources
+    from deploy import config, precision, runtime, sources
     from deploy.scene import flip_tta, stream_scene
-    from rsport.io import Staged
+    from rsport.io import Staged, sha256
     from rsport.sliding import windows
 
+    try:
+        precision.check_backend(args.backend, args.precision)
+        isa = precision.check_isa(args.precision)
+    except precision.PrecisionError as err:
+        if not (args.allow_fallback and "CPU flag" in str(err)):
+            raise config.DeployError(str(err)) from None
+        logging.warning("warning: %s: running fp32", str(err).split(";")[0])
+        args.precision, isa = "fp32", "fp32"
     cfg = config.read(args.model_dir)
-    runtime_name = "paddle" if args.backend == "openvino" else args.backend
-    if args.backend not in cfg.data["runtimes"]:
-        raise config.DeployError(f"{args.model_dir}: backend {args.backend} not exported "
-                                 f"(deploy.yaml has {', '.join(cfg.data['runtimes'])}); re-export with --format")
-    key, entry = cfg.runtime_artifact(runtime_name, args.artifact or cfg.data["runtimes"][args.backend]["artifact"])
-    engine = "openvino" if args.backend == "openvino" else ("onednn" if args.enable_mkldnn else "native")
-    if engine == "openvino" and entry["format"] != "legacy":
-        raise config.DeployError(f"the OpenVINO engine runs the legacy program only, not {key}")
+    key, entry, engine, prec = select(args, cfg)
     window = args.window or cfg.data["sliding_window"]["window"][0]
     stride = args.stride or cfg.data["sliding_window"]["stride"][0]
     for name, value in (("window", window), ("stride", stride), ("batch", args.batch), ("threads", args.threads),
@@ -108,45 +201,73 @@ def run(args) -> list[dict]:
         if value < 1:
             raise config.DeployError(f"--{name} must be >= 1, got {value}")
     paths = sources.list_inputs(args.input)
-    scenes = []
-    try:
-        for path in paths:  # every input checked before anything is predicted or written
-            scenes.append(sources.open_scene(path, cfg))
-        predictor = runtime.for_artifact(cfg.root, entry, args.threads, engine=engine)
-        predict = flip_tta(predictor) if args.tta else predictor
-        logging.info("model %s (%s), artifact %s on %s%s, window %d, stride %d, batch %d, %d thread(s)%s",
-                     cfg.model, cfg.data.get("variant"), key, runtime_name,
-                     "" if runtime_name != "paddle" else f" ({engine})",
-                     window, stride, args.batch, args.threads, ", flip TTA" if args.tta else "")
-        results = []
-        with Staged() as staged:
-            for scene in scenes:
-                outputs = sources.Outputs(scene, cfg, args.out, staged, args.save_prob, args.preview_max)
-                total = len(windows(scene.height, scene.width, window, stride))
-                start = time.perf_counter()
-                with tqdm(total=total, desc=scene.path.name, unit="win", file=sys.stderr,
-                          disable=args.no_progress, mininterval=1.0, dynamic_ncols=True) as bar:
-                    try:
-                        stream_scene(sources.make_reader(scene, cfg), scene.height, scene.width, predict,
-                                     cfg.num_classes, outputs.emit, window=window, stride=stride,
-                                     divisor=cfg.divisor, batch=args.batch, progress=bar.update)
-                    except BaseException:
-                        outputs.abort()
-                        raise
-                outputs.finish()
-                seconds = time.perf_counter() - start
-                results.append({"input": str(scene.path), "size": [scene.height, scene.width], "windows": total,
-                                "seconds": round(seconds, 2),
-                                "mpx_per_s": round(scene.height * scene.width / 1e6 / seconds, 3),
-                                "georeferenced": scene.georeferenced,
-                                "outputs": {k: str(v) for k, v in outputs.files.items()},
-                                "class_fractions": {cfg.data["output"]["classes"][i]: round(float(c) / outputs.histogram.sum(), 4)
-                                                    for i, c in enumerate(outputs.histogram) if c}})
-            staged.commit()
+    for path in paths:  # every input checked before anything is predicted or written
+        sources.open_scene(path, cfg).close()
+    settings = settings_of(args, cfg, key, window, stride)
+    classes = cfg.data["output"]["classes"]
+    results, todo = [], []
+    for path in paths:
+        summary = None if args.overwrite else finished(args.out / f"{path.stem}_summary.json", settings, path)
+        if summary is not None:
+            results.append(dict(summary, skipped=True))
+        else:
+            todo.append(path)
+    if results:
+        logging.info("%d of %d scene(s) already finished and verified in %s: skipped", len(results), len(paths),
+                     args.out)
+    if not todo:
         return results
-    finally:
-        for scene in scenes:
-            scene.close()
+    predictor = runtime.for_artifact(cfg.root, entry, args.threads, engine=engine, backend=args.backend,
+                                     precision=prec)
+    predict = flip_tta(predictor) if args.tta else predictor
+    logging.info("model %s (%s), artifact %s on %s, %s%s, window %d, stride %d, batch %d, %d thread(s)%s%s",
+                 cfg.model, cfg.data.get("variant"), key, args.backend,
+                 prec, "" if prec == "fp32" else f" on {isa}", window, stride, args.batch, args.threads,
+                 ", flip TTA" if args.tta else "", ", overlapped I/O" if args.overlap else "")
+    with tqdm(total=len(todo), desc="scenes", unit="scene", file=sys.stderr, disable=args.no_progress or len(todo) < 2,
+              dynamic_ncols=True, position=0) as scenes_bar:
+        for path in todo:
+            remove_stale(args.out, path.stem)
+            scene = sources.open_scene(path, cfg)
+            try:
+                with Staged() as staged:
+                    outputs = sources.Outputs(scene, cfg, args.out, staged, args.save_prob, args.preview_max)
+                    total = len(windows(scene.height, scene.width, window, stride))
+                    start = time.perf_counter()
+                    with tqdm(total=total, desc=path.name, unit="win", file=sys.stderr, disable=args.no_progress,
+                              mininterval=1.0, dynamic_ncols=True, position=1 if len(todo) > 1 else 0,
+                              leave=len(todo) < 2) as bar:
+                        try:
+                            stream_scene(sources.make_reader(scene, cfg), scene.height, scene.width, predict,
+                                         cfg.num_classes, outputs.emit, window=window, stride=stride,
+                                         divisor=cfg.divisor, batch=args.batch, progress=bar.update,
+                                         overlap=args.overlap)
+                        except BaseException:
+                            outputs.abort()
+                            raise
+                    outputs.finish()
+                    seconds = time.perf_counter() - start
+                    staged.commit()
+                    stat = path.stat()
+                    histogram = {classes[i]: int(c) for i, c in enumerate(outputs.histogram)}
+                    summary = {"input": str(path), "size": [scene.height, scene.width], "windows": total,
+                               "seconds": round(seconds, 2),
+                               "mpx_per_s": round(scene.height * scene.width / 1e6 / seconds, 4),
+                               "georeferenced": scene.georeferenced,
+                               "crs": str(scene.crs) if scene.georeferenced else None,
+                               "class_histogram": histogram,
+                               "class_fractions": {k: round(v / max(1, outputs.histogram.sum()), 4)
+                                                   for k, v in histogram.items() if v},
+                               "outputs": {k: {"path": str(v), "sha256": sha256(v)} for k, v in outputs.files.items()},
+                               "isa": isa, "settings": settings,
+                               "source": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}}
+                    staged.write_json(args.out / f"{path.stem}_summary.json", summary)  # last: marks it finished
+                    staged.commit()
+            finally:
+                scene.close()
+            results.append(dict(summary, skipped=False))
+            scenes_bar.update(1)
+    return results
 
 
 def main(argv=None) -> int:
@@ -161,10 +282,12 @@ def main(argv=None) -> int:
         return 2
     for r in results:
         top = sorted(r["class_fractions"].items(), key=lambda kv: -kv[1])[:3]
-        print(f"{r['input']}: {r['size'][0]}x{r['size'][1]}, {r['windows']} windows, {r['seconds']:.1f} s "
-              f"({r['mpx_per_s']:.2f} Mpx/s); top classes " + ", ".join(f"{k} {v:.1%}" for k, v in top))
-        for kind, path in r["outputs"].items():
-            print(f"  {kind:<14}{path}")
+        print(f"{r['input']}: {r['size'][0]}x{r['size'][1]}, {r['windows']} windows, "
+              + ("skipped (finished earlier, outputs verified)" if r["skipped"] else
+                 f"{r['seconds']:.1f} s ({r['mpx_per_s']:.3f} Mpx/s)")
+              + "; top classes " + ", ".join(f"{k} {v:.1%}" for k, v in top))
+        for kind, item in r["outputs"].items():
+            print(f"  {kind:<14}{item['path']}")
     return 0
 
 

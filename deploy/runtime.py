@@ -20,6 +20,11 @@ Paddle Inference on CPU (paddle 3.3.1), measured here; deploy/README.md has the 
 * legacy ``model.pdmodel`` + ``enable_openvino_engine(Float32)``: Paddle Inference hands the
   graph to the OpenVINO CPU plugin shipped inside the paddlepaddle wheel (fp32, the thread
   count is respected). It fails on PIR programs (the same oneDNN attribute error).
+
+OpenVINO (the ``openvino`` wheel, its CPU plugin) runs the ONNX files directly, in fp32, bf16
+(``INFERENCE_PRECISION_HINT``) or int8 (the QDQ model of deploy/quantize.py). Its CPU plugin picks
+the instructions itself (AMX where present, else AVX512_BF16 / VNNI). Its default precision hint
+is bf16 on any CPU with AVX512_BF16: fp32 is therefore always asked for explicitly.
 """
 from __future__ import annotations
 
@@ -42,7 +47,8 @@ class PaddlePredictor:
             see the module docstring for what each means per format.
     """
 
-    def __init__(self, model_file: Path, params_file: Path, threads: int = 2, engine: str = "onednn"):
+    def __init__(self, model_file: Path, params_file: Path, threads: int = 2, engine: str = "onednn",
+                 precision: str = "fp32"):
         from paddle import inference
 
         if engine not in ENGINES:
@@ -58,6 +64,11 @@ class PaddlePredictor:
             if self.pir:
                 config.delete_pass("onednn_placement_pass")
                 config.delete_pass("operator_reshape_onednn_fuse_pass")  # its fused op needs the placement
+            if precision == "bf16":
+                # measured, not offered by deploy/infer.py (deploy/precision.py): with every op in
+                # bf16 factseg50 fails (an elementwise_add gets a bf16 tensor); convolutions only run
+                config.enable_mkldnn_bfloat16()
+                config.set_bfloat16_op({"conv2d", "fused_conv2d"})
         elif engine == "openvino":
             # the engine caches its compiled model (~0.25 GB for factseg50) in ./__cache__ unless
             # told otherwise: a private temporary folder, removed with this predictor
@@ -93,9 +104,54 @@ class OrtPredictor:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
 
 
-def for_artifact(root: Path, entry: dict, threads: int = 2, engine: str = "onednn"):
-    """The predictor of one ``deploy.yaml`` artifact entry (``engine``: Paddle Inference only)."""
+class OpenVINOPredictor:
+    """An OpenVINO CPU compiled model of an ONNX file.
+
+    Args:
+        model_file: ``.onnx`` (fp32, or the int8 QDQ model).
+        threads: inference threads (one stream, latency mode).
+        precision: ``fp32`` or ``bf16``: the inference precision of the non-quantized operations
+            (``INFERENCE_PRECISION_HINT`` f32 / bf16). The int8 model runs with ``fp32``.
+    """
+
+    HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+    def __init__(self, model_file: Path, threads: int = 2, precision: str = "fp32"):
+        import openvino as ov
+
+        if precision not in self.HINTS:
+            raise ValueError(f"OpenVINO precision hint {precision!r}; known: {', '.join(self.HINTS)}")
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(model_file)), "CPU", {
+            "INFERENCE_PRECISION_HINT": self.HINTS[precision], "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.request.infer({0: np.ascontiguousarray(x, np.float32)})
+        return self.request.get_output_tensor(0).data.copy()
+
+
+# deploy.yaml ``runtime`` of an artifact -> the backends (deploy/infer.py --backend) that run it
+BACKENDS = {"paddle": ("paddle", "paddle_openvino"), "onnxruntime": ("onnxruntime", "openvino")}
+
+
+def for_artifact(root: Path, entry: dict, threads: int = 2, engine: str = "onednn", backend: str | None = None,
+                 precision: str = "fp32"):
+    """The predictor of one ``deploy.yaml`` artifact entry.
+
+    Args:
+        root: the model directory.
+        entry: the artifact entry (``runtime``, ``model_file``, ...).
+        threads: math threads.
+        engine: Paddle Inference only: ``onednn``, ``native`` or ``openvino``.
+        backend: ``openvino`` runs an ONNX artifact in OpenVINO instead of ONNX Runtime.
+        precision: OpenVINO: ``fp32`` or ``bf16`` inference precision; Paddle Inference with
+            oneDNN: ``bf16`` convolutions (benchmark only).
+    """
     model_file = root / entry["model_file"]
     if entry["runtime"] == "paddle":
         return PaddlePredictor(model_file, root / entry["params_file"], threads, engine)
+    if backend == "openvino":
+        return OpenVINOPredictor(model_file, threads, "bf16" if precision == "bf16" else "fp32")
     return OrtPredictor(model_file, threads)

@@ -23,6 +23,7 @@ from deploy.config import DeployConfig, DeployError
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+LIST_SUFFIXES = (".txt", ".lst")
 
 
 def _rasterio():
@@ -31,10 +32,27 @@ def _rasterio():
     return rasterio
 
 
+def _read_list(path: Path) -> list[Path]:
+    """The scenes named in a list file: one path per line, relative to the list's folder; blank
+    lines and lines starting with # are skipped."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DeployError(f"{path}: cannot read the list of scenes ({err})") from None
+    entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not entries:
+        raise DeployError(f"{path}: the list names no scene")
+    return [p if p.is_absolute() else path.parent / p for p in map(Path, entries)]
+
+
 def list_inputs(paths) -> list[Path]:
-    """Files as given, folders expanded to their images (sorted); DeployError if none or missing."""
+    """Files as given, folders expanded to their images (sorted), list files (``.txt``) to the
+    scenes they name; DeployError if none or missing."""
     found = []
+    expanded = []
     for path in map(Path, paths):
+        expanded += _read_list(path) if path.is_file() and path.suffix.lower() in LIST_SUFFIXES else [path]
+    for path in expanded:
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES + IMAGE_SUFFIXES)
             if not files:

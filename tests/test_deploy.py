@@ -56,7 +56,8 @@ def scene_for(spec, height, width, seed=0):
 def infer_args(model_dir, inputs, out, **kw):
     base = dict(model_dir=Path(model_dir), input=[str(p) for p in inputs], out=Path(out), backend="paddle",
                 artifact=None, window=None, stride=None, batch=1, threads=2, enable_mkldnn=True, tta=False,
-                save_prob=False, preview_max=4096, no_progress=True)
+                save_prob=False, preview_max=4096, no_progress=True, precision="fp32", allow_fallback=False,
+                overlap=True, overwrite=False)
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -72,8 +73,8 @@ def test_export_all_formats_match_the_dynamic_model(name, exported):
     shapes = [tuple(s) for s in report["fixtures"]]
     assert {s[0] for s in shapes} == {1, 2} and len({s[2:] for s in shapes}) == 2  # dynamic N, H, W proven
     for key, art in report["artifacts"].items():
-        expected_checks = {"paddle_legacy": {"onednn", "native", "openvino"}, "paddle_pir": {"onednn", "native"}}.get(
-            key, {"default"})
+        expected_checks = {"paddle_legacy": {"onednn", "native", "openvino"}, "paddle_pir": {"onednn", "native"},
+                           "onnx_torch": {"default", "openvino"}}.get(key, {"default"})
         assert set(art["checks"]) == expected_checks, key
         for check in art["checks"].values():
             assert [tuple(r["input"]) for r in check["fixtures"]] == shapes
@@ -105,7 +106,10 @@ def test_deploy_yaml_names_exactly_the_written_files(name, exported):
     assert cfg.data["output"] == {**cfg.data["output"], "op": "probabilities", "dtype": "float32"}
     assert len(cfg.palette) == len(cfg.data["output"]["classes"]) == spec.num_classes
     assert cfg.data["runtimes"]["paddle"] == {"artifact": "paddle_legacy", "engine": "onednn"}
-    assert cfg.data["runtimes"]["openvino"]["engine"] == "openvino"
+    assert cfg.data["runtimes"]["paddle_openvino"]["engine"] == "openvino"
+    assert cfg.data["runtimes"]["openvino"]["artifact"] == "onnx_torch"
+    assert {entry["precision"] for entry in cfg.data["artifacts"].values()} == {"fp32"}
+    assert "reduced_precision" not in cfg.data
     assert (out / "model.json").is_file() and (out / "legacy" / "model.pdmodel").is_file()
 
 
@@ -181,7 +185,8 @@ def test_export_from_paddle_weights_through_the_cli(tmp_path):
     cfg = config.read(out)
     assert set(cfg.data["artifacts"]) == {"onnx_paddle", "onnx_torch"}
     assert cfg.data["weights"]["sha256"] == rsport.io.sha256(weights)
-    assert cfg.data["runtimes"] == {"onnxruntime": {"artifact": "onnx_paddle"}}
+    assert set(cfg.data["runtimes"]) == {"onnxruntime", "openvino"}
+    assert cfg.data["runtimes"]["onnxruntime"] == {"artifact": "onnx_paddle"}
 
 
 def test_failed_parity_exits_1_and_writes_nothing(tmp_path, monkeypatch):
@@ -259,9 +264,10 @@ def test_export_bad_input(tmp_path, args, message):
 
 
 # --- streamed sliding window -------------------------------------------------------------------
+@pytest.mark.parametrize("overlap", [False, True], ids=["inline", "overlapped"])
 @pytest.mark.parametrize("batch", [1, 3, 5])
 @pytest.mark.parametrize("size, window, stride", [((301, 517), 128, 96), ((96, 64), 128, 96), ((260, 260), 100, 100)])
-def test_streamed_scene_is_bit_identical_to_predict_scene(size, window, stride, batch):
+def test_streamed_scene_is_bit_identical_to_predict_scene(size, window, stride, batch, overlap):
     rng = np.random.default_rng(0)
     channels, classes = 3, 4
     image = rng.standard_normal((channels, *size)).astype(np.float32)
@@ -281,7 +287,7 @@ def test_streamed_scene_is_bit_identical_to_predict_scene(size, window, stride, 
         blocks.append((y0, y1))
 
     n = stream_scene(lambda y0, x0, y1, x1: image[:, y0:y1, x0:x1], *size, predict, classes, emit,
-                     window=window, stride=stride, batch=batch)
+                     window=window, stride=stride, batch=batch, overlap=overlap)
     assert np.array_equal(got, expected)
     assert blocks[0][0] == 0 and blocks[-1][1] == size[0]
     assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))  # consecutive, each row once
@@ -354,11 +360,12 @@ def test_infer_cli_png_and_tta(exported, tmp_path):
     np.testing.assert_allclose(tta, expected[0], atol=1e-6)
     np.testing.assert_allclose(flip_tta(predictor)(x), expected, atol=1e-6)
     assert np.abs(tta - plain).max() > 1e-4  # the flips do change something
-    proc = run_cli("deploy/infer.py", "--model-dir", out_dir, "--input", tmp_path / "tile.png",
-                   "--out", tmp_path / "ov", "--backend", "openvino", "--save-prob")
-    assert proc.returncode == 0, proc.stderr
-    with rasterio.open(tmp_path / "ov" / "tile_prob.tif") as ds:
-        np.testing.assert_allclose(ds.read(), plain, atol=1e-4)  # Paddle Inference's OpenVINO engine, fp32
+    for backend in ("paddle_openvino", "openvino"):  # Paddle Inference's OpenVINO engine; the OpenVINO runtime
+        proc = run_cli("deploy/infer.py", "--model-dir", out_dir, "--input", tmp_path / "tile.png",
+                       "--out", tmp_path / backend, "--backend", backend, "--save-prob")
+        assert proc.returncode == 0, proc.stderr
+        with rasterio.open(tmp_path / backend / "tile_prob.tif") as ds:
+            np.testing.assert_allclose(ds.read(), plain, atol=1e-4)  # fp32 both
 
 
 # --- bad input ---------------------------------------------------------------------------------
