@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   python deploy/infer.py --model-dir output/deploy/factseg50 --input scenes/ --out output/infer --backend openvino --precision int8
   python deploy/infer.py --model-dir output/deploy/factseg50 --input scenes.txt --out output/infer --backend onnxruntime --tta
   python deploy/infer.py --model_dir output/deploy/factseg50 --image_path a.png --save_dir out --cpu_threads 2 --enable_mkldnn true
+  python deploy/infer.py --model-dir output/deploy/factseg50 output/deploy/upernet_r50 --input scene.tif --out ens   # ensemble
 
 backends x precisions (deploy.yaml must hold the gated artifact: deploy/export.py --precision):
   paddle            fp32 (Paddle Inference, oneDNN unless --enable-mkldnn false)
@@ -60,9 +61,12 @@ def parse(argv=None) -> argparse.Namespace:
                     "windows are read from GeoTIFFs one by one and finished rows are written out at once. "
                     "Many scenes: a folder or a list file; finished scenes are skipped on a rerun.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", "--model_dir", "--config", dest="model_dir", type=model_dir_arg, required=True,
+    parser.add_argument("--model-dir", "--model_dir", "--config", dest="model_dir", type=model_dir_arg, nargs="+",
+                        required=True,
                         help="directory written by deploy/export.py, or its deploy.yaml (--config, as PaddleSeg's "
-                             "infer.py and TIPC runner pass it)")
+                             "infer.py and TIPC runner pass it); several: an ensemble (the NAIC solution's): each "
+                             "model normalizes the window its own way and the logits are averaged (as the mean of "
+                             "the log-probabilities, equal to the logits' mean up to a per-pixel constant)")
     parser.add_argument("--device", choices=("cpu",), default="cpu",
                         help="where to run; Paddle Inference runs on the CPU here (default: %(default)s)")
     parser.add_argument("--input", "--image_path", "--image-path", dest="input", nargs="+", required=True,
@@ -112,9 +116,10 @@ def select(args, cfg) -> tuple[str, dict, str, str]:
     """(artifact key, entry, engine, precision actually run) for the backend and precision asked."""
     from deploy import config
 
+    model_dir = cfg.root
     if args.precision == "fp32":
         if args.backend not in cfg.data["runtimes"]:
-            raise config.DeployError(f"{args.model_dir}: backend {args.backend} not exported "
+            raise config.DeployError(f"{model_dir}: backend {args.backend} not exported "
                                      f"(deploy.yaml has {', '.join(cfg.data['runtimes'])}); re-export with --format")
         runtime_name = "paddle" if args.backend.startswith("paddle") else "onnxruntime"
         key, entry = cfg.runtime_artifact(runtime_name, args.artifact or cfg.data["runtimes"][args.backend]["artifact"])
@@ -124,7 +129,7 @@ def select(args, cfg) -> tuple[str, dict, str, str]:
         gated = cfg.data.get("reduced_precision", {}).get(args.precision, {})
         if args.backend not in gated:
             have = [f"{b} {p}" for p, backends in cfg.data.get("reduced_precision", {}).items() for b in backends]
-            raise config.DeployError(f"{args.model_dir}: no gated {args.precision} artifact for {args.backend} "
+            raise config.DeployError(f"{model_dir}: no gated {args.precision} artifact for {args.backend} "
                                      f"(deploy.yaml has: {', '.join(have) or 'fp32 only'}); run deploy/export.py "
                                      f"--precision {args.precision}")
         key = gated[args.backend]["artifact"]
@@ -135,11 +140,12 @@ def select(args, cfg) -> tuple[str, dict, str, str]:
     return key, entry, engine, args.precision
 
 
-def settings_of(args, cfg, key: str, window: int, stride: int) -> dict:
+def settings_of(args, cfgs, key: str, window: int, stride: int) -> dict:
     """What decides a scene's outputs: a finished scene is reused only under the same settings."""
     from rsport.io import sha256
 
-    return {"model_dir": str(Path(args.model_dir).resolve()), "deploy_yaml_sha256": sha256(cfg.root / "deploy.yaml"),
+    return {"model_dir": [str(c.root.resolve()) for c in cfgs],
+            "deploy_yaml_sha256": [sha256(c.root / "deploy.yaml") for c in cfgs],
             "backend": args.backend, "precision": args.precision, "artifact": key, "window": window, "stride": stride,
             "tta": bool(args.tta), "save_prob": bool(args.save_prob), "preview_max": args.preview_max,
             "enable_mkldnn": bool(args.enable_mkldnn), "batch": args.batch, "threads": args.threads}
@@ -167,6 +173,58 @@ def finished(summary_path: Path, settings: dict, source: Path) -> dict | None:
     return summary
 
 
+def check_members(cfgs) -> None:
+    """An ensemble's models must read the same input and predict the same classes."""
+    from deploy import config
+
+    first = cfgs[0]
+    for cfg in cfgs[1:]:
+        for what, mine, theirs in (("channels", first.data["input"]["channels"], cfg.data["input"]["channels"]),
+                                   ("input reader", first.reader, cfg.reader),
+                                   ("classes", first.data["output"]["classes"], cfg.data["output"]["classes"]),
+                                   ("window divisor", first.divisor, cfg.divisor)):
+            if mine != theirs:
+                raise config.DeployError(f"ensemble: {cfg.root} has {what} {theirs!r} where {first.root} has {mine!r}")
+
+
+def ensemble(members, channels: int):
+    """One ``predict`` for several models: the window arrives with every member's own normalization
+    stacked along the channels (``[N, M * C, h, w]``, zero padding included, as each single run pads
+    its normalized window); each member predicts its slice, and the class scores are the mean of
+    the members' log-probabilities, turned back into probabilities. That is the NAIC solution's
+    logit averaging: log softmax(z) = z - logsumexp(z), and the per-pixel constant cancels in the
+    softmax. A single member is its own prediction."""
+    if len(members) == 1:
+        return members[0]
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        scores = None
+        for i, member in enumerate(members):
+            probs = np.asarray(member(np.ascontiguousarray(x[:, i * channels:(i + 1) * channels])), np.float64)
+            logp = np.log(np.maximum(probs, np.finfo(np.float32).tiny))
+            scores = logp if scores is None else scores + logp
+        scores /= len(members)
+        scores -= scores.max(axis=1, keepdims=True)
+        out = np.exp(scores)
+        return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    return predict
+
+
+def stacked_reader(scene, cfgs):
+    """``read`` of the scene with every member's normalization, stacked along the channels."""
+    from deploy import sources
+
+    readers = [sources.make_reader(scene, cfg) for cfg in cfgs]
+    if len(readers) == 1:
+        return readers[0]
+
+    def read(y0, x0, y1, x1):
+        return np.concatenate([read_one(y0, x0, y1, x1) for read_one in readers], axis=0)
+
+    return read
+
+
 def remove_stale(out: Path, stem: str) -> None:
     """Temporary files of a run that was killed while writing this scene."""
     for path in out.glob(f".{stem}_*.tmp-*"):
@@ -192,8 +250,11 @@ def run(args) -> list[dict]:
             raise config.DeployError(str(err)) from None
         logging.warning("warning: %s: running fp32", str(err).split(";")[0])
         args.precision, isa = "fp32", "fp32"
-    cfg = config.read(args.model_dir)
-    key, entry, engine, prec = select(args, cfg)
+    cfgs = [config.read(d) for d in args.model_dir]
+    check_members(cfgs)
+    cfg = cfgs[0]
+    chosen = [select(args, c) for c in cfgs]
+    key, entry, engine, prec = chosen[0]
     window = args.window or cfg.data["sliding_window"]["window"][0]
     stride = args.stride or cfg.data["sliding_window"]["stride"][0]
     for name, value in (("window", window), ("stride", stride), ("batch", args.batch), ("threads", args.threads),
@@ -203,7 +264,7 @@ def run(args) -> list[dict]:
     paths = sources.list_inputs(args.input)
     for path in paths:  # every input checked before anything is predicted or written
         sources.open_scene(path, cfg).close()
-    settings = settings_of(args, cfg, key, window, stride)
+    settings = settings_of(args, cfgs, key, window, stride)
     classes = cfg.data["output"]["classes"]
     results, todo = [], []
     for path in paths:
@@ -217,11 +278,14 @@ def run(args) -> list[dict]:
                      args.out)
     if not todo:
         return results
-    predictor = runtime.for_artifact(cfg.root, entry, args.threads, engine=engine, backend=args.backend,
-                                     precision=prec)
-    predict = flip_tta(predictor) if args.tta else predictor
+    members = []
+    for member_cfg, (_, member_entry, member_engine, member_prec) in zip(cfgs, chosen):
+        predictor = runtime.for_artifact(member_cfg.root, member_entry, args.threads, engine=member_engine,
+                                         backend=args.backend, precision=member_prec)
+        members.append(flip_tta(predictor) if args.tta else predictor)
+    predict = ensemble(members, cfg.data["input"]["channels"])
     logging.info("model %s (%s), artifact %s on %s, %s%s, window %d, stride %d, batch %d, %d thread(s)%s%s",
-                 cfg.model, cfg.data.get("variant"), key, args.backend,
+                 " + ".join(c.model for c in cfgs), cfg.data.get("variant"), key, args.backend,
                  prec, "" if prec == "fp32" else f" on {isa}", window, stride, args.batch, args.threads,
                  ", flip TTA" if args.tta else "", ", overlapped I/O" if args.overlap else "")
     with tqdm(total=len(todo), desc="scenes", unit="scene", file=sys.stderr, disable=args.no_progress or len(todo) < 2,
@@ -238,7 +302,7 @@ def run(args) -> list[dict]:
                               mininterval=1.0, dynamic_ncols=True, position=1 if len(todo) > 1 else 0,
                               leave=len(todo) < 2) as bar:
                         try:
-                            stream_scene(sources.make_reader(scene, cfg), scene.height, scene.width, predict,
+                            stream_scene(stacked_reader(scene, cfgs), scene.height, scene.width, predict,
                                          cfg.num_classes, outputs.emit, window=window, stride=stride,
                                          divisor=cfg.divisor, batch=args.batch, progress=bar.update,
                                          overlap=args.overlap)
