@@ -8,6 +8,8 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 warnings.filterwarnings("ignore", message="No ccache found")  # paddle's import-time notice, not ours
 
 EXAMPLES = """examples:

@@ -428,13 +428,54 @@ def test_infer_takes_paddleseg_spellings(capsys):
 
     common = ["--image_path", "a.png", "--save_dir", "out", "--cpu_threads=1", "--enable_mkldnn=False"]
     args = infer.parse(["--config=exp//deploy.yaml", "--device=cpu", "--precision=fp32", *common])
-    assert (args.model_dir, args.device, args.precision) == (Path("exp"), "cpu", "fp32")
+    assert (args.model_dir, args.device, args.precision) == ([Path("exp")], "cpu", "fp32")
     assert (args.threads, args.enable_mkldnn) == (1, False)
-    assert infer.parse(["--model_dir", "exp", *common]).model_dir == Path("exp")
+    assert infer.parse(["--model_dir", "exp", *common]).model_dir == [Path("exp")]
     for bad in (["--device", "gpu"], ["--precision", "fp16"]):
         with pytest.raises(SystemExit):
             infer.parse(["--config", "exp", *common, *bad])
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["paddle", "onnxruntime"])
+def test_ensemble_of_two_models_averages_their_logits(backend, exported, tmp_path):
+    """The NAIC ensemble: two exported models (factseg50 and upernet_r50, the second with its own
+    normalization: its deploy.yaml mean shifted) on the same windows. The ensemble's probabilities
+    equal softmax of the mean of the two single runs' log-probabilities (the logits' mean: the
+    per-pixel logsumexp cancels), and its class map is their argmax."""
+    import cv2
+
+    first, _ = exported("factseg50")
+    second = tmp_path / "upernet_shifted"
+    shutil.copytree(exported("upernet_r50")[0], second)
+    data = yaml.safe_load((second / "deploy.yaml").read_text())
+    data["input"]["mean"] = [m + 10.0 for m in data["input"]["mean"]]
+    (second / "deploy.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    rgb = scene_for(rsport.get("factseg50"), 64, 96)
+    cv2.imwrite(str(tmp_path / "tile.png"), rgb.transpose(1, 2, 0)[:, :, ::-1])
+    probs = {}
+    for label, dirs in (("a", [first]), ("b", [second]), ("ensemble", [first, second])):
+        proc = run_cli("deploy/infer.py", "--model-dir", *dirs, "--input", tmp_path / "tile.png", "--out",
+                       tmp_path / label, "--backend", backend, "--window", "128", "--stride", "128", "--save-prob")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        with rasterio.open(tmp_path / label / "tile_prob.tif") as ds:
+            probs[label] = ds.read().astype(np.float64)
+    scores = (np.log(probs["a"]) + np.log(probs["b"])) / 2
+    expected = np.exp(scores - scores.max(axis=0)) / np.exp(scores - scores.max(axis=0)).sum(axis=0)
+    np.testing.assert_allclose(probs["ensemble"], expected, atol=2e-6)
+    assert not np.allclose(probs["ensemble"], probs["a"], atol=1e-3)   # both models contribute
+    ids = cv2.imread(str(tmp_path / "ensemble" / "tile_class.png"), cv2.IMREAD_UNCHANGED)
+    agree = (ids == expected.argmax(axis=0)).mean()
+    assert agree >= 0.999
+
+
+def test_ensemble_members_must_match(exported, tmp_path):
+    """A 2-channel SAR model cannot join an RGB one: one error line, nothing written."""
+    proc = run_cli("deploy/infer.py", "--model-dir", exported("factseg50")[0], exported("vit_s16_upernet")[0],
+                   "--input", tmp_path / "none.png", "--out", tmp_path / "out")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "ensemble" in errors[0], proc.stderr[-1000:]
+    assert not (tmp_path / "out").exists()
 
 
 def test_registry_models_all_have_a_reader():
