@@ -9,6 +9,7 @@ from pathlib import Path
 
 import rsport
 from rsport.cli import CliError, add_model_args, selected_models
+from rsport.io import OutputError, check_output
 from rsport.registry import VARIANTS
 
 warnings.filterwarnings("ignore", message="No ccache found")  # paddle's import-time notice, not ours
@@ -91,8 +92,10 @@ def main(argv=None) -> int:
     if args.gate_data is not None and not args.gate_data.is_dir():
         print(f"error: --gate-data {args.gate_data}: no such folder", file=sys.stderr)
         return 2
-    if args.out.exists() and not args.out.is_dir():
-        print(f"error: {args.out} exists and is not a directory", file=sys.stderr)
+    try:
+        check_output(args.out, "folder", "--out")
+    except OutputError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         report = export(spec, args.out, variant=args.variant, weights=args.weights, formats=formats,

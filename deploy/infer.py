@@ -241,7 +241,7 @@ def run(args) -> list[dict]:
 
     from deploy import config, precision, runtime, sources
     from deploy.scene import flip_tta, stream_scene
-    from rsport.io import Staged, sha256
+    from rsport.io import OutputError, Staged, check_output, sha256
     from rsport.sliding import windows
 
     try:
@@ -263,6 +263,10 @@ def run(args) -> list[dict]:
                         ("preview-max", args.preview_max)):
         if value < 1:
             raise config.DeployError(f"--{name} must be >= 1, got {value}")
+    try:
+        check_output(args.out, "folder", "--out")
+    except OutputError as err:
+        raise config.DeployError(str(err)) from None
     paths = sources.list_inputs(args.input)
     for path in paths:  # every input checked before anything is predicted or written
         sources.open_scene(path, cfg).close()

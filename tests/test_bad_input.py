@@ -210,6 +210,8 @@ CASES: dict[str, Case] = {
                                          ("{in}/text.pth is not a readable torch checkpoint: it is a text file",)),
     "export: another model's weights": Case(EXPORT, ["factseg50", *EXPORT_ARGS, "--weights", "{in}/farseg.pth"],
                                             ("likely a farseg50 checkpoint",)),
+    "export: --out is a file": Case(EXPORT, ["factseg50", "--variant", "tiny", "--format", "onnx", "--out",
+                                             "{in}/text.pth"], ("--out {in}/text.pth is a file, not a folder",)),
 }
 
 

@@ -54,7 +54,7 @@ def scene_for(spec, height, width, seed=0):
 
 
 def infer_args(model_dir, inputs, out, **kw):
-    base = dict(model_dir=Path(model_dir), input=[str(p) for p in inputs], out=Path(out), backend="paddle",
+    base = dict(model_dir=[Path(model_dir)], input=[str(p) for p in inputs], out=Path(out), backend="paddle",
                 artifact=None, window=None, stride=None, batch=1, threads=2, enable_mkldnn=True, tta=False,
                 save_prob=False, preview_max=4096, no_progress=True, precision="fp32", allow_fallback=False,
                 overlap=True, overwrite=False)
@@ -384,7 +384,7 @@ def _bad_model_dirs(root, exported_dir):
 
 
 @pytest.mark.parametrize("case", ["no deploy.yaml", "missing file", "not yaml", "wrong channels", "gray png",
-                                  "unreadable", "16-bit tiff", "missing input"])
+                                  "unreadable", "16-bit tiff", "missing input", "out is a file"])
 def test_infer_bad_input(case, exported, tmp_path):
     out_dir, _ = exported("factseg50")
     good = tmp_path / "good.tif"
@@ -410,16 +410,22 @@ def test_infer_bad_input(case, exported, tmp_path):
         inputs.append(tmp_path / "deep.tif")
         write_geotiff(inputs[-1], np.zeros((3, 40, 40), np.uint16))
         message = "uint16 values, but factseg50 takes 8-bit RGB"
-    else:
+    elif case == "missing input":
         inputs.append(tmp_path / "nowhere.tif")
         message = "nowhere.tif: no such file or folder"
     out = tmp_path / "out"
+    if case == "out is a file":
+        out.write_text("an earlier note\n")
+        message = f"--out {out} is a file, not a folder"
     proc = run_cli("deploy/infer.py", "--model-dir", model_dir, "--input", *inputs, "--out", out)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
     assert sum(line.startswith("error: ") for line in lines) == 1 and "Traceback" not in proc.stderr
-    assert not out.exists() or not any(out.iterdir())  # nothing written, not even for good.tif
+    if case == "out is a file":
+        assert out.read_text() == "an earlier note\n"
+    else:
+        assert not out.exists() or not any(out.iterdir())  # nothing written, not even for good.tif
 
 
 def test_infer_takes_paddleseg_spellings(capsys):
@@ -437,7 +443,7 @@ def test_infer_takes_paddleseg_spellings(capsys):
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("backend", ["paddle", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["paddle", "onnxruntime", "openvino", "paddle_openvino"])
 def test_ensemble_of_two_models_averages_their_logits(backend, exported, tmp_path):
     """The NAIC ensemble: two exported models (factseg50 and upernet_r50, the second with its own
     normalization: its deploy.yaml mean shifted) on the same windows. The ensemble's probabilities

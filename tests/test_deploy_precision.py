@@ -26,9 +26,15 @@ TRANSFORM = from_origin(500000.0, 4200000.0, 0.5, 0.5)
 # The tiny factseg50 trained for the gate's 60 tiny iterations is far from confident: 2.1% of the
 # sample val pixels have an fp32 top-2 margin below 0.05, so correct bf16/int8 rounding flips
 # 0.1-1% of them (measured: bf16 99.87%, int8 99.0%, every flip at a margin below 0.04). The
-# mechanics tests below therefore accept 98% agreement; the margin and mIoU criteria and the
-# refusal test are unchanged. The full models are judged at 99.9% (deploy/README.md).
+# mechanics tests below therefore accept 98% agreement. Its fp32 mIoU on the small sample val
+# scenes is 7.2%, so those near-tie flips move mIoU more than they would on a trained model, by
+# an amount that depends on the CPU's int8 kernels (measured on AMD Zen 4: onnxruntime int8
+# +0.04, openvino int8 +0.12 points): the mechanics tests accept 0.5 point. The margin criterion
+# and the refusal test (a mis-calibrated model: 93.6% agreement, -2.8 points) keep the real
+# bounds, and test_gate_judges_agreement_margin_and_miou checks the 0.1-point criterion itself.
+# The full models are judged at 99.9% and 0.1 point (deploy/README.md).
 TINY_MIN_AGREEMENT = 0.98
+TINY_MAX_MIOU_DELTA = 0.5
 
 
 def write_geotiff(path, array):
@@ -49,6 +55,7 @@ def reduced(tmp_path_factory):
     out = tmp_path_factory.mktemp("reduced") / "factseg50"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(gate, "MIN_AGREEMENT", TINY_MIN_AGREEMENT)
+        mp.setattr(gate, "MAX_MIOU_DELTA", TINY_MAX_MIOU_DELTA)
         report = export(rsport.get("factseg50"), out, variant="tiny", formats=("onnx",),
                         precisions=("fp32", "bf16", "int8"))
     return out, report
@@ -101,7 +108,7 @@ def test_reduced_precision_export_records_gated_artifacts(reduced):
     for name, figures in on_disk["gate"]["results"].items():
         assert figures["passed"], (name, figures["failed"])
         assert figures["widest_disagreement_margin"] < figures["margin_bound"]
-        assert abs(figures["miou_delta_points"]) <= gate.MAX_MIOU_DELTA
+        assert abs(figures["miou_delta_points"]) <= TINY_MAX_MIOU_DELTA
         assert figures["isa_path"] == precision.check_isa(figures["precision"])
     assert set(on_disk["gate"]["results"]) == {"openvino bf16", "onnxruntime int8", "openvino int8"}
     quant = cfg.artifact("onnx_int8")["quantization"]
@@ -192,7 +199,7 @@ def test_missing_isa_names_the_flag_and_falls_back_only_when_asked(reduced, tmp_
     write_geotiff(path, rgb_scene(48, 48, 3))
     old_cpu = {"model": "Old CPU", "flags": ["avx2", "fma", "avx512f"]}
     monkeypatch.setattr(precision, "cpu_info", lambda *a: old_cpu)
-    args = SimpleNamespace(model_dir=out_dir, input=[str(path)], out=tmp_path / "out", backend="openvino",
+    args = SimpleNamespace(model_dir=[out_dir], input=[str(path)], out=tmp_path / "out", backend="openvino",
                            precision="bf16", allow_fallback=False, artifact=None, window=64, stride=40, batch=1,
                            threads=2, enable_mkldnn=True, overlap=True, tta=False, save_prob=False, preview_max=4096,
                            overwrite=False, no_progress=True)

@@ -193,7 +193,7 @@ def test_upstream_builds_commands_our_scripts_accept(name, mode, tmp_path):
     infers = by_script["deploy/infer.py"]
     assert sorted((str(a.enable_mkldnn), str(a.threads), str(a.batch)) for a in infers) == sorted(combos)
     for args in infers:
-        assert args.model_dir == export_dir and args.input == [str(infer_input)]
+        assert args.model_dir == [export_dir] and args.input == [str(infer_input)]
         assert (args.device, args.precision, args.backend) == ("cpu", "fp32", "paddle")
     assert len({args.out for args in infers}) == len(infers)  # one output folder per combination
     status = upstream_status(tree, name, mode)
