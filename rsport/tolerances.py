@@ -41,6 +41,20 @@ _add(Tolerance(
                 "fixture, while float64 agrees to 1.7e-13, so this is float noise of the larger, deeper "
                 "maps, not a porting difference."))
 _add(Tolerance(
+    "fp32_prob_relation", atol=3e-4, rtol=0.0,
+    calibration="float32 CPU forward, class probabilities of farseg50, whose scene relation (a sigmoid of "
+                "256-channel dot products) amplifies rounding. Measured at the alignment inputs (2x3x128x160 "
+                "and 160x128) on AMD Zen 4 (2026-12-05), each twin alone against the float64 model: torch "
+                "1.3e-4, paddle 9.3e-5, so two correct twins may differ by 2.2e-4 (measured 1.2e-4, over "
+                "fp32_prob's 1e-4); float64 agrees to 1.9e-13. A flipped align_corners moves it by 8e-3."))
+_add(Tolerance(
+    "fp32_logit_relation", atol=1e-5, rtol=1.5e-3,
+    calibration="float32 eval-mode inner taps of farseg50, relative to the tensor's scale. Its scene "
+                "relation outputs (sr) carry each twin's own float32 noise of up to 4.7e-4 of scale against "
+                "the float64 model (torch; paddle 3.7e-4), so two correct twins may differ by 8.6e-4 "
+                "(measured 5.0e-4, at fp32_logit's bound); every tap before it stays below 5e-5. Measured "
+                "at 2x3x128x160 on AMD Zen 4 (2026-12-05)."))
+_add(Tolerance(
     "fp32_prob_deploy", atol=4e-4, rtol=0.0,
     calibration="float32 class probabilities of an exported program run by an inference engine (BN folded "
                 "into the convolutions, fused oneDNN kernels) against the float32 dynamic model: two noisy "
@@ -67,12 +81,15 @@ _add(Tolerance(
                 "agrees to 1e-12. This profile only catches gross errors (missing, transposed, sign, "
                 "scaled gradients); float64 is where gradients are proven."))
 _add(Tolerance(
-    "fp32_loss_grad", atol=1e-12, rtol=1e-4,
+    "fp32_loss_grad", atol=1e-12, rtol=4e-4,
     calibration="float32 gradient of the loss with respect to each model output (d loss / d logits), "
-                "relative to its scale (its elements are ~1/pixels, far below any absolute bound). Measured "
-                "on the clean twins (align/run_all.py, tiny, both sizes): at most 9.5e-6 of scale "
-                "(deeplabv3p_r50), 2e-6 for the others. A loss mistake that leaves the loss value unchanged "
-                "(FarSeg's focal gamma: its normalised weights keep the value) moves it by ~1e-2 of scale."))
+                "relative to its scale (its elements are ~1/pixels, far below any absolute bound). It "
+                "inherits the float32 noise of the train-mode logits. Measured at the default alignment "
+                "sizes on AMD Zen 4 (2026-12-05), each twin alone against the float64 model: up to 1.1e-4 "
+                "of scale (deeplabv3p_r50 torch and paddle; upernet_r50 9.7e-5), so two correct twins may "
+                "differ by 2.2e-4 (measured 1.8e-4); the other models 5e-5 or less. A loss mistake that "
+                "leaves the loss value unchanged (FarSeg's focal gamma: its normalised weights keep the "
+                "value: 2.0 -> 2.5) moves it by 2.6e-2 of scale (tiny farseg50, float32)."))
 _add(Tolerance(
     "fp64_rel", atol=1e-16, rtol=1e-10,
     calibration="float64 values whose scale is far below 1 (d loss / d logits ~ 1/pixels), judged relative "

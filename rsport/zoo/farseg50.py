@@ -40,9 +40,9 @@ register(ModelSpec(
     tiny_input=(2, 64, 96),
     eval_outputs=("prob",),
     train_outputs=("logit", "step"),
-    tolerance="fp32_prob",
+    tolerance="fp32_prob_relation",  # the scene relation amplifies float32 rounding, see the profiles
     # deploy/export.py: Paddle Inference's oneDNN legacy program vs the fp32 dynamic model.
-    profile_overrides={("float32", "deploy"): "fp32_prob_deploy"},
+    profile_overrides={("float32", "deploy"): "fp32_prob_deploy", ("float32", "tap"): "fp32_logit_relation"},
     align_input=(2, 128, 160),  # layer4 maps 4x5: float32 train-mode gradient noise stays below the profile (3x5: 53% in torch alone)
     taps=("en.resnet.conv1", "en.resnet.bn1", "en.resnet.layer1", "en.resnet.layer2", "en.resnet.layer3",
           "en.resnet.layer4", "fpn", "gap", "sr", "decoder", "cls_pred_conv", "upsample4x_op"),
